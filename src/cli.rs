@@ -1,0 +1,139 @@
+// SPDX-License-Identifier: Apache-2.0
+//! Command-line interface.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{ArgAction, Args, Parser, Subcommand};
+
+use crate::evidence::Platform;
+use crate::http::TransportConfig;
+use crate::resource::ResourcePath;
+
+/// Attestation agent for confidential VMs: proves to a Trustee KBS that it
+/// runs in a genuine TEE and fetches the secrets the KBS releases for it.
+#[derive(Parser)]
+#[command(
+    name = "cvm-attest",
+    version,
+    propagate_version = true,
+    max_term_width = 100
+)]
+#[command(
+    after_help = "Logs go to stderr; stdout only carries what a command prints on purpose.\n\
+Exit codes: 0 done, 1 failure, 2 bad arguments, 3 the KBS refused, 4 the KBS unreachable or failing."
+)]
+pub struct Cli {
+    /// More detail on stderr: -v debug, -vv trace, -vvv also the HTTP and TLS libraries
+    #[arg(short, long, action = ArgAction::Count, global = true)]
+    pub verbose: u8,
+    /// Only errors on stderr
+    #[arg(short, long, global = true, conflicts_with = "verbose")]
+    pub quiet: bool,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand)]
+pub enum Command {
+    /// Attest once and fetch one or more resources in that one session
+    #[command(after_help = "Examples:\n  \
+cvm-attest get --kbs https://kbs.example:8080 --kbs-ca /etc/cvm-attest/kbs-ca.pem default/luks/root --output /run/key\n  \
+cvm-attest get --kbs https://kbs.example:8080 default/tls/cert default/tls/key --output /run/tls\n\n\
+With one resource the secret goes to --output FILE, or to stdout when stdout is not a terminal\n\
+(--output - forces stdout). With several, --output names a directory that receives\n\
+DIR/<repo>/<type>/<tag> for each. Files are created with mode 0600, all or none.")]
+    Get(GetArgs),
+    /// Print the Attestation body the agent would send for a nonce (no network)
+    Evidence(EvidenceArgs),
+}
+
+#[derive(Args)]
+pub struct KbsArgs {
+    /// KBS base URL, e.g. https://kbs.example:8080
+    #[arg(long, value_name = "URL")]
+    pub kbs: String,
+    /// CA certificate(s) (PEM) the KBS certificate must chain to; default: the system roots
+    #[arg(long, value_name = "PEM")]
+    pub kbs_ca: Option<PathBuf>,
+    /// Allow a plain http:// KBS URL (tests only: the session cookie travels unprotected)
+    #[arg(long)]
+    pub insecure_http: bool,
+    /// Deadline for the whole exchange, retries included
+    #[arg(long, value_name = "SECS", default_value = "60", value_parser = secs)]
+    pub timeout: Duration,
+    /// Limit for establishing one connection
+    #[arg(long, value_name = "SECS", default_value = "10", value_parser = secs)]
+    pub connect_timeout: Duration,
+    /// Limit for one request and its response
+    #[arg(long, value_name = "SECS", default_value = "30", value_parser = secs)]
+    pub request_timeout: Duration,
+}
+
+impl KbsArgs {
+    pub fn transport(&self) -> TransportConfig {
+        TransportConfig {
+            url: self.kbs.clone(),
+            ca: self.kbs_ca.clone(),
+            insecure_http: self.insecure_http,
+            deadline: self.timeout,
+            connect_timeout: self.connect_timeout,
+            request_timeout: self.request_timeout,
+        }
+    }
+}
+
+#[derive(Args)]
+pub struct GetArgs {
+    #[command(flatten)]
+    pub kbs: KbsArgs,
+    /// TEE whose evidence to present (default: detect; `sample` only when named)
+    #[arg(long, value_enum)]
+    pub tee: Option<Platform>,
+    /// Resources as repo/type/tag or kbs:///repo/type/tag
+    #[arg(required = true, value_name = "RESOURCE")]
+    pub resources: Vec<ResourcePath>,
+    /// File for one resource, directory for several, `-` for stdout
+    #[arg(short, long, value_name = "PATH")]
+    pub output: Option<PathBuf>,
+}
+
+#[derive(Args)]
+pub struct EvidenceArgs {
+    /// TEE whose evidence to present (default: detect; `sample` only when named)
+    #[arg(long, value_enum)]
+    pub tee: Option<Platform>,
+    /// Challenge nonce to bind, verbatim (default: 32 random bytes in base64, like the KBS)
+    #[arg(long)]
+    pub nonce: Option<String>,
+}
+
+fn secs(s: &str) -> Result<Duration, String> {
+    let v: f64 = s
+        .parse()
+        .map_err(|_| format!("'{s}' is not a number of seconds"))?;
+    if !(v.is_finite() && v > 0.0 && v <= 86_400.0) {
+        return Err(format!("'{s}' seconds is out of range (0 < SECS <= 86400)"));
+    }
+    Ok(Duration::from_secs_f64(v))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{secs, Cli};
+    use clap::CommandFactory;
+    use std::time::Duration;
+
+    #[test]
+    fn cli_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn seconds() {
+        assert_eq!(secs("1.5"), Ok(Duration::from_millis(1500)));
+        assert!(secs("0").is_err());
+        assert!(secs("-3").is_err());
+        assert!(secs("ten").unwrap_err().contains("not a number"));
+    }
+}

@@ -1,0 +1,53 @@
+// SPDX-License-Identifier: Apache-2.0
+//! The commands an operator runs by hand: `get` and `evidence`.
+
+use anyhow::{Context, Result};
+use base64::{engine::general_purpose::STANDARD, Engine};
+use ring::rand::{SecureRandom, SystemRandom};
+
+use crate::cli::{EvidenceArgs, GetArgs};
+use crate::evidence::Platform;
+use crate::exit::Usage;
+use crate::http::Transport;
+use crate::kbs::{self, Client};
+use crate::output::Output;
+use crate::resource::ResourcePath;
+use crate::teekey::TeeKey;
+
+/// `get`: plan the output, attest once, fetch everything, write it.
+pub async fn get(args: GetArgs) -> Result<()> {
+    let mut resources: Vec<ResourcePath> = Vec::with_capacity(args.resources.len());
+    for r in args.resources {
+        if resources.contains(&r) {
+            log::warn!("{r} is listed twice; fetching it once");
+        } else {
+            resources.push(r);
+        }
+    }
+    let output = Output::plan(args.output.as_deref(), resources.len()).map_err(Usage)?;
+    let platform = Platform::select(args.tee)?;
+    let transport = Transport::new(&args.kbs.transport()).map_err(Usage)?;
+    let client = Client::new(&transport, platform)?;
+    let fetched = client.fetch_all(&resources).await?;
+    output.deliver(&fetched)
+}
+
+/// `evidence`: the Attestation body for a nonce, as it would be sent.
+pub fn evidence(args: EvidenceArgs) -> Result<()> {
+    let platform = Platform::select(args.tee)?;
+    let nonce = match args.nonce {
+        Some(n) => n,
+        None => {
+            let mut bytes = [0u8; 32];
+            SystemRandom::new()
+                .fill(&mut bytes)
+                .map_err(|_| anyhow::anyhow!("read random bytes for the nonce"))?;
+            STANDARD.encode(bytes)
+        }
+    };
+    let key = TeeKey::generate()?;
+    let body = kbs::attestation(platform, &key, &nonce)?;
+    let json = serde_json::to_string(&body).context("serialize the attestation")?;
+    println!("{json}");
+    Ok(())
+}

@@ -1,0 +1,45 @@
+// SPDX-License-Identifier: Apache-2.0
+//! Exit codes, part of the interface (README "Exit codes"):
+//! 0 done; 1 any other failure; 2 bad arguments (found before any traffic);
+//! 3 the KBS refused (policy, attestation, missing resource, protocol);
+//! 4 the KBS unreachable or failing within the deadline.
+
+use std::process::ExitCode;
+
+use crate::http::TransportError;
+use crate::jwe::JweError;
+use crate::problem::KbsError;
+
+pub const FAILURE: u8 = 1;
+pub const USAGE: u8 = 2;
+pub const REFUSED: u8 = 3;
+pub const UNREACHABLE: u8 = 4;
+
+/// Marks an error in the command line's values.
+#[derive(Debug, thiserror::Error)]
+#[error("{0:#}")]
+pub struct Usage(pub anyhow::Error);
+
+/// The exit code for an error chain.
+pub fn code(err: &anyhow::Error) -> ExitCode {
+    for cause in err.chain() {
+        if cause.is::<Usage>() {
+            return ExitCode::from(USAGE);
+        }
+        if let Some(kbs) = cause.downcast_ref::<KbsError>() {
+            return ExitCode::from(match kbs {
+                KbsError::ServerFault { .. }
+                | KbsError::Unexpected { .. }
+                | KbsError::Malformed { .. } => UNREACHABLE,
+                _ => REFUSED,
+            });
+        }
+        if cause.is::<JweError>() {
+            return ExitCode::from(REFUSED);
+        }
+        if cause.is::<TransportError>() {
+            return ExitCode::from(UNREACHABLE);
+        }
+    }
+    ExitCode::from(FAILURE)
+}

@@ -1,0 +1,367 @@
+// SPDX-License-Identifier: Apache-2.0
+//! The one HTTP path to the KBS: TLS policy, timeouts, a response size cap
+//! enforced while reading, and retries of transient failures under one
+//! overall deadline.
+//!
+//! Retried: connection failures (refused, reset, dropped mid-body), timeouts,
+//! 5xx, 408 and 429 (waiting as `Retry-After` says, within the deadline).
+//! Not retried: TLS failures (a wrong CA does not heal) and every other
+//! status, which the caller interprets (kbs-protocol §6).
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant, SystemTime};
+
+use anyhow::{bail, Context, Result};
+use reqwest::{header, Method, StatusCode, Url};
+use zeroize::Zeroizing;
+
+use crate::retry::{parse_retry_after, Backoff};
+
+/// The largest response accepted. The KBS takes uploads of at most 2 MiB by
+/// default; as a JWE in base64 that is under 3 MiB.
+pub const BODY_CAP: usize = 4 << 20;
+
+/// Test seam: overrides the initial and maximum backoff (milliseconds).
+const BACKOFF_ENV: &str = "CVM_ATTEST_TEST_BACKOFF_MS";
+
+pub struct TransportConfig {
+    pub url: String,
+    pub ca: Option<PathBuf>,
+    pub insecure_http: bool,
+    pub deadline: Duration,
+    pub connect_timeout: Duration,
+    pub request_timeout: Duration,
+}
+
+pub struct Transport {
+    client: reqwest::Client,
+    base: Url,
+    backoff: Backoff,
+    deadline: Instant,
+    budget: Duration,
+    request_timeout: Duration,
+}
+
+/// A complete response whose status the caller interprets.
+pub struct Reply {
+    pub status: StatusCode,
+    pub body: Zeroizing<Vec<u8>>,
+    pub session_cookie: Option<Zeroizing<String>>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum TransportError {
+    #[error("could not {what} at {url} within the {}s deadline after {attempts} attempt(s): {cause}", deadline.as_secs_f64())]
+    GaveUp {
+        what: &'static str,
+        url: String,
+        attempts: u32,
+        deadline: Duration,
+        cause: String,
+    },
+    #[error("TLS with the KBS at {url} failed: {cause}: check --kbs-ca and the KBS certificate")]
+    Tls { url: String, cause: String },
+    #[error("the KBS at {url} sent more than {cap} bytes in reply to {what}: refused")]
+    TooLarge {
+        what: &'static str,
+        url: String,
+        cap: usize,
+    },
+}
+
+/// Checks the KBS URL before anything is sent.
+pub fn parse_kbs_url(raw: &str, insecure_http: bool) -> Result<Url> {
+    if !raw.contains("://") {
+        bail!("KBS URL '{raw}' has no scheme: write https://{raw}");
+    }
+    let url = Url::parse(raw).with_context(|| format!("parse KBS URL '{raw}'"))?;
+    match url.scheme() {
+        "https" => {}
+        "http" if insecure_http => {
+            log::warn!("using plain http to {url}: the session cookie and token travel unprotected (resources stay JWE-encrypted)");
+        }
+        "http" => {
+            bail!("KBS URL '{raw}' is plain http: use https, or pass --insecure-http to allow it")
+        }
+        other => bail!("KBS URL '{raw}' has scheme '{other}': use https://"),
+    }
+    if url.host_str().is_none_or(str::is_empty) {
+        bail!("KBS URL '{raw}' names no host");
+    }
+    if url.query().is_some() || url.fragment().is_some() {
+        bail!("KBS URL '{raw}' has a query or fragment: give the KBS base URL only");
+    }
+    if url.path().trim_end_matches('/').ends_with("/kbs/v0") {
+        bail!("KBS URL '{raw}' ends in /kbs/v0: give the KBS base URL, without /kbs/v0");
+    }
+    Ok(url)
+}
+
+fn load_ca(path: &PathBuf) -> Result<Vec<reqwest::Certificate>> {
+    let pem =
+        std::fs::read(path).with_context(|| format!("read KBS CA file {}", path.display()))?;
+    let certs = reqwest::Certificate::from_pem_bundle(&pem)
+        .with_context(|| format!("parse KBS CA file {} as PEM certificates", path.display()))?;
+    if certs.is_empty() {
+        bail!("KBS CA file {} holds no PEM certificate", path.display());
+    }
+    Ok(certs)
+}
+
+impl Transport {
+    pub fn new(cfg: &TransportConfig) -> Result<Transport> {
+        let base = parse_kbs_url(&cfg.url, cfg.insecure_http)?;
+        let mut builder = reqwest::Client::builder()
+            .use_rustls_tls()
+            .user_agent(concat!("cvm-attest/", env!("CARGO_PKG_VERSION")))
+            .connect_timeout(cfg.connect_timeout)
+            .redirect(reqwest::redirect::Policy::none())
+            .https_only(!cfg.insecure_http);
+        if let Some(path) = &cfg.ca {
+            builder = builder.tls_built_in_root_certs(false);
+            for cert in load_ca(path)? {
+                builder = builder.add_root_certificate(cert);
+            }
+        }
+        let client = builder.build().context("set up the HTTPS client")?;
+        let backoff = match std::env::var(BACKOFF_ENV).ok().and_then(|v| v.parse().ok()) {
+            Some(ms) => Backoff {
+                initial: Duration::from_millis(ms),
+                max: Duration::from_millis(ms),
+            },
+            None => Backoff::default(),
+        };
+        Ok(Transport {
+            client,
+            base,
+            backoff,
+            deadline: Instant::now() + cfg.deadline,
+            budget: cfg.deadline,
+            request_timeout: cfg.request_timeout,
+        })
+    }
+
+    /// The KBS base URL, for messages.
+    pub fn base(&self) -> &Url {
+        &self.base
+    }
+
+    fn endpoint(&self, path: &str) -> String {
+        format!("{}{}", self.base.as_str().trim_end_matches('/'), path)
+    }
+
+    /// Sends one request, retrying transient failures, and reads the whole
+    /// body (at most `BODY_CAP` bytes).
+    pub async fn send(
+        &self,
+        what: &'static str,
+        method: Method,
+        path: &str,
+        body: Option<&[u8]>,
+        cookie: Option<&str>,
+    ) -> Result<Reply, TransportError> {
+        let url = self.endpoint(path);
+        let mut attempt = 0u32;
+        loop {
+            attempt += 1;
+            let (cause, after) = match self.attempt(what, &method, &url, body, cookie).await {
+                Ok(Attempt::Done(reply)) => return Ok(reply),
+                Ok(Attempt::Retry { cause, after }) => (cause, after),
+                Err(Failure::Final(e)) => return Err(e),
+                Err(Failure::Transient(cause)) => (cause, None),
+            };
+            let wait = after.unwrap_or_else(|| self.backoff.delay(attempt - 1));
+            let remaining = self.deadline.saturating_duration_since(Instant::now());
+            if wait >= remaining {
+                return Err(TransportError::GaveUp {
+                    what,
+                    url,
+                    attempts: attempt,
+                    deadline: self.budget,
+                    cause,
+                });
+            }
+            log::warn!(
+                "{what}: attempt {attempt} failed ({cause}); retrying in {} ms",
+                wait.as_millis()
+            );
+            tokio::time::sleep(wait).await;
+        }
+    }
+
+    async fn attempt(
+        &self,
+        what: &'static str,
+        method: &Method,
+        url: &str,
+        body: Option<&[u8]>,
+        cookie: Option<&str>,
+    ) -> Result<Attempt, Failure> {
+        let remaining = self.deadline.saturating_duration_since(Instant::now());
+        let mut req = self
+            .client
+            .request(method.clone(), url)
+            .timeout(self.request_timeout.min(remaining));
+        if let Some(body) = body {
+            req = req
+                .header(header::CONTENT_TYPE, "application/json")
+                .body(body.to_vec());
+        }
+        if let Some(cookie) = cookie {
+            req = req.header(header::COOKIE, format!("kbs-session-id={cookie}"));
+        }
+        let mut resp = req.send().await.map_err(|e| classify(&e, url))?;
+        let status = resp.status();
+        if status.is_server_error()
+            || status == StatusCode::TOO_MANY_REQUESTS
+            || status == StatusCode::REQUEST_TIMEOUT
+        {
+            let after = resp
+                .headers()
+                .get(header::RETRY_AFTER)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| parse_retry_after(v, SystemTime::now()));
+            return Ok(Attempt::Retry {
+                cause: format!("HTTP {status}"),
+                after,
+            });
+        }
+        let session_cookie = resp
+            .headers()
+            .get_all(header::SET_COOKIE)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .find_map(session_id)
+            .map(|v| Zeroizing::new(v.to_owned()));
+        let too_large = || {
+            Failure::Final(TransportError::TooLarge {
+                what,
+                url: url.to_owned(),
+                cap: BODY_CAP,
+            })
+        };
+        let announced = resp.content_length().unwrap_or(0);
+        if announced > BODY_CAP as u64 {
+            return Err(too_large());
+        }
+        let mut buf = Zeroizing::new(Vec::with_capacity(announced as usize));
+        while let Some(chunk) = resp.chunk().await.map_err(|e| classify(&e, url))? {
+            if buf.len() + chunk.len() > BODY_CAP {
+                return Err(too_large());
+            }
+            buf.extend_from_slice(&chunk);
+        }
+        Ok(Attempt::Done(Reply {
+            status,
+            body: buf,
+            session_cookie,
+        }))
+    }
+}
+
+enum Attempt {
+    Done(Reply),
+    Retry {
+        cause: String,
+        after: Option<Duration>,
+    },
+}
+
+enum Failure {
+    Final(TransportError),
+    Transient(String),
+}
+
+/// The `kbs-session-id` value of one `Set-Cookie` header.
+fn session_id(set_cookie: &str) -> Option<&str> {
+    let pair = set_cookie.split(';').next()?.trim();
+    let value = pair.strip_prefix("kbs-session-id=")?;
+    (!value.is_empty()).then_some(value)
+}
+
+/// TLS failures are final; every other transport error is worth a retry.
+fn classify(err: &reqwest::Error, url: &str) -> Failure {
+    match find_tls(err) {
+        Some(tls) => Failure::Final(TransportError::Tls {
+            url: url.to_owned(),
+            cause: tls.to_string(),
+        }),
+        None => Failure::Transient(chain(err)),
+    }
+}
+
+/// The rustls error in a chain. io::Error wrappers (nested twice by the
+/// connector) hide their payload from `source()`, so look inside them.
+fn find_tls<'e>(err: &'e (dyn std::error::Error + 'static)) -> Option<&'e rustls::Error> {
+    if let Some(tls) = err.downcast_ref::<rustls::Error>() {
+        return Some(tls);
+    }
+    if let Some(inner) = err
+        .downcast_ref::<std::io::Error>()
+        .and_then(|io| io.get_ref())
+    {
+        if let Some(tls) = find_tls(inner) {
+            return Some(tls);
+        }
+    }
+    err.source().and_then(find_tls)
+}
+
+/// One line with every cause, without reqwest's URL repetition.
+fn chain(err: &reqwest::Error) -> String {
+    let mut parts = Vec::new();
+    let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(err);
+    while let Some(e) = source {
+        let text = e.to_string();
+        if !parts.contains(&text) {
+            parts.push(text);
+        }
+        source = e.source();
+    }
+    if parts.is_empty() {
+        let kind = if err.is_timeout() {
+            "timed out"
+        } else {
+            "request failed"
+        };
+        parts.push(kind.to_owned());
+    }
+    parts.join(": ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{parse_kbs_url, session_id};
+
+    #[test]
+    fn url_checks() {
+        assert!(parse_kbs_url("https://kbs.example:8080", false).is_ok());
+        assert!(parse_kbs_url("https://kbs.example/prefix/", false).is_ok());
+        assert!(parse_kbs_url("http://127.0.0.1:8080", true).is_ok());
+        for (raw, why) in [
+            (
+                "127.0.0.1:8080",
+                "has no scheme: write https://127.0.0.1:8080",
+            ),
+            ("kbs.example", "has no scheme"),
+            ("http://127.0.0.1:8080", "pass --insecure-http"),
+            ("ftp://kbs.example", "scheme 'ftp'"),
+            ("https://kbs.example/kbs/v0", "without /kbs/v0"),
+            ("https://kbs.example/?a=b", "query or fragment"),
+            ("https://", "parse KBS URL"),
+        ] {
+            let err = format!("{:#}", parse_kbs_url(raw, false).unwrap_err());
+            assert!(err.contains(why), "{raw}: {err}");
+        }
+    }
+
+    #[test]
+    fn cookie_extraction() {
+        assert_eq!(
+            session_id("kbs-session-id=887492b5f05741c995586176f9b87325; Expires=Fri, 27 Nov 2026 23:17:45 GMT"),
+            Some("887492b5f05741c995586176f9b87325")
+        );
+        assert_eq!(session_id("other=1; kbs-session-id=x"), None);
+        assert_eq!(session_id("kbs-session-id=; Expires=x"), None);
+    }
+}

@@ -1,0 +1,127 @@
+// SPDX-License-Identifier: Apache-2.0
+//! A small stderr logger for the `log` facade.
+//!
+//! Under systemd (`JOURNAL_STREAM` set) each line starts with the sd-daemon
+//! priority prefix (`<3>` error … `<7>` debug, sd-daemon(3)) so journald
+//! records real levels, in the initramfs as after switch-root; by hand the
+//! lines are plain. Standard output is never used: it carries secrets when
+//! asked to. Messages from other crates are shown only from `-vvv` on, and
+//! no module logs key material, tokens, cookies or secret bytes.
+
+use std::io::Write;
+
+use log::{Level, LevelFilter, Log, Metadata, Record};
+
+struct Logger {
+    ours: LevelFilter,
+    others: LevelFilter,
+    journal: bool,
+}
+
+impl Logger {
+    fn limit(&self, target: &str) -> LevelFilter {
+        if target.starts_with(env!("CARGO_CRATE_NAME")) {
+            self.ours
+        } else {
+            self.others
+        }
+    }
+}
+
+impl Log for Logger {
+    fn enabled(&self, metadata: &Metadata<'_>) -> bool {
+        metadata.level() <= self.limit(metadata.target())
+    }
+
+    fn log(&self, record: &Record<'_>) {
+        if !self.enabled(record.metadata()) {
+            return;
+        }
+        let line = if self.journal {
+            format!("<{}>{}\n", priority(record.level()), record.args())
+        } else {
+            let label = match record.level() {
+                Level::Error => "error: ",
+                Level::Warn => "warning: ",
+                _ => "",
+            };
+            let origin = if record.target().starts_with(env!("CARGO_CRATE_NAME")) {
+                ""
+            } else {
+                record.target()
+            };
+            let sep = if origin.is_empty() { "" } else { ": " };
+            format!("{label}{origin}{sep}{}\n", record.args())
+        };
+        // Nowhere to report a failed write to stderr.
+        let _ = std::io::stderr().lock().write_all(line.as_bytes());
+    }
+
+    fn flush(&self) {}
+}
+
+/// sd-daemon priorities.
+fn priority(level: Level) -> u8 {
+    match level {
+        Level::Error => 3,
+        Level::Warn => 4,
+        Level::Info => 6,
+        Level::Debug | Level::Trace => 7,
+    }
+}
+
+/// Installs the logger: `verbosity` 0 = info, 1 = debug, 2 = trace, 3+ =
+/// trace including other crates; `quiet` = errors only.
+pub fn init(verbosity: u8, quiet: bool) {
+    let (ours, others) = match (quiet, verbosity) {
+        (true, _) => (LevelFilter::Error, LevelFilter::Error),
+        (false, 0) => (LevelFilter::Info, LevelFilter::Warn),
+        (false, 1) => (LevelFilter::Debug, LevelFilter::Warn),
+        (false, 2) => (LevelFilter::Trace, LevelFilter::Info),
+        (false, _) => (LevelFilter::Trace, LevelFilter::Trace),
+    };
+    let journal = std::env::var_os("JOURNAL_STREAM").is_some();
+    let logger = Logger {
+        ours,
+        others,
+        journal,
+    };
+    // Only fails when a logger is already installed, which never happens.
+    if log::set_boxed_logger(Box::new(logger)).is_ok() {
+        log::set_max_level(ours.max(others));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{priority, Logger};
+    use log::{Level, LevelFilter, Log, Metadata};
+
+    #[test]
+    fn priorities_follow_sd_daemon() {
+        let got: Vec<u8> = [
+            Level::Error,
+            Level::Warn,
+            Level::Info,
+            Level::Debug,
+            Level::Trace,
+        ]
+        .into_iter()
+        .map(priority)
+        .collect();
+        assert_eq!(got, [3, 4, 6, 7, 7]);
+    }
+
+    #[test]
+    fn other_crates_are_held_back() {
+        let l = Logger {
+            ours: LevelFilter::Debug,
+            others: LevelFilter::Warn,
+            journal: false,
+        };
+        let meta = |level, target| Metadata::builder().level(level).target(target).build();
+        assert!(l.enabled(&meta(Level::Debug, "cvm_attest::kbs")));
+        assert!(!l.enabled(&meta(Level::Debug, "hyper_util::client")));
+        assert!(l.enabled(&meta(Level::Warn, "rustls::conn")));
+    }
+}

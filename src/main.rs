@@ -1,0 +1,57 @@
+// SPDX-License-Identifier: Apache-2.0
+//! cvm-attest: an in-guest attestation agent for confidential VMs.
+//!
+//! It proves to a Trustee Key Broker Service (RCAR protocol 0.4.0) that it
+//! runs in a genuine TEE, and fetches the secrets the KBS then releases.
+//! Flow: platform → TEE key → auth → evidence bound to the challenge →
+//! attest → every resource in the one session → output.
+
+mod binding;
+mod cli;
+mod commands;
+mod evidence;
+mod exit;
+mod http;
+mod jwe;
+mod kbs;
+mod logger;
+mod output;
+mod problem;
+mod resource;
+mod retry;
+mod teekey;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+use crate::cli::{Cli, Command};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    logger::init(cli.verbose, cli.quiet);
+    // One thread: the agent waits on the network, it does not compute.
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            log::error!("start the async runtime: {e}");
+            return ExitCode::from(exit::FAILURE);
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Get(args) => commands::get(args).await,
+            Command::Evidence(args) => commands::evidence(args),
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            log::error!("{e:#}");
+            exit::code(&e)
+        }
+    }
+}

@@ -1,0 +1,126 @@
+// SPDX-License-Identifier: Apache-2.0
+//! Command-line behaviour that needs no KBS: help, version, refusals made
+//! before any traffic.
+
+use crate::util::{agent, agent_cmd, assert_exit, stderr};
+
+#[test]
+fn version_and_help_read_well() {
+    let out = agent(&["--version"]);
+    assert_exit(&out, 0);
+    assert_eq!(
+        String::from_utf8(out.stdout).unwrap(),
+        format!("cvm-attest {}\n", env!("CARGO_PKG_VERSION"))
+    );
+    let out = agent(&["--help"]);
+    assert_exit(&out, 0);
+    let help = String::from_utf8(out.stdout).unwrap();
+    for needle in ["get", "evidence", "Exit codes", "--verbose", "--quiet"] {
+        assert!(
+            help.contains(needle),
+            "{needle} missing from --help:\n{help}"
+        );
+    }
+    let out = agent(&["get", "--help"]);
+    let help = String::from_utf8(out.stdout).unwrap();
+    for needle in [
+        "--kbs <URL>",
+        "--kbs-ca <PEM>",
+        "--insecure-http",
+        "--tee",
+        "--output",
+        "kbs:///repo/type/tag",
+    ] {
+        assert!(
+            help.contains(needle),
+            "{needle} missing from get --help:\n{help}"
+        );
+    }
+}
+
+#[test]
+fn bad_resource_paths_are_refused_before_any_traffic() {
+    let out = agent(&[
+        "get",
+        "--kbs",
+        "https://127.0.0.1:1",
+        "--tee",
+        "sample",
+        "default/luks",
+    ]);
+    assert_exit(&out, 2);
+    assert!(
+        stderr(&out).contains("has 2 path segments"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn several_resources_need_a_directory() {
+    let out = agent(&[
+        "get",
+        "--kbs",
+        "https://127.0.0.1:1",
+        "--tee",
+        "sample",
+        "a/b/c",
+        "a/b/d",
+    ]);
+    assert_exit(&out, 2);
+    assert!(
+        stderr(&out).contains("2 resources need --output DIR"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn no_tee_is_chosen_silently() {
+    let out = agent(&["evidence"]);
+    assert_exit(&out, 1);
+    assert!(
+        stderr(&out).contains("pass --tee sample"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(out.stdout.is_empty());
+}
+
+#[test]
+fn a_secret_is_never_written_to_a_terminal() {
+    // A pseudo-terminal stands in for the operator's terminal.
+    let (mut master, mut slave) = (0, 0);
+    // SAFETY: openpty writes two descriptors into the given integers.
+    let rc = unsafe {
+        libc::openpty(
+            &mut master,
+            &mut slave,
+            std::ptr::null_mut(),
+            std::ptr::null(),
+            std::ptr::null(),
+        )
+    };
+    assert_eq!(rc, 0, "openpty");
+    // SAFETY: slave is a fresh descriptor owned by nothing else.
+    let tty = unsafe { <std::fs::File as std::os::fd::FromRawFd>::from_raw_fd(slave) };
+    let out = agent_cmd(&[
+        "get",
+        "--kbs",
+        "https://127.0.0.1:1",
+        "--tee",
+        "sample",
+        "a/b/c",
+    ])
+    .stdout(tty)
+    .output()
+    .unwrap();
+    // SAFETY: master is ours and closed once.
+    unsafe { libc::close(master) };
+    assert_exit(&out, 2);
+    assert!(
+        stderr(&out).contains("refusing to print a secret to the terminal"),
+        "{}",
+        stderr(&out)
+    );
+}

@@ -1,0 +1,264 @@
+// SPDX-License-Identifier: Apache-2.0
+//! Every KBS refusal and transport fault the agent must handle, one test each.
+
+use std::time::Duration;
+
+use crate::util::{assert_exit, stderr, Endpoint, Fault, FaultKind, Policy, Rule, World};
+
+fn fault(endpoint: Endpoint, count: u32, kind: FaultKind) -> Fault {
+    Fault {
+        endpoint,
+        count,
+        kind,
+    }
+}
+
+#[test]
+fn version_mismatch_fails_at_once() {
+    let w = World::new("version", 1, |c| c.version = "0.5.0".into());
+    let out = w.get(&["default/key/k0"]);
+    assert_exit(&out, 3);
+    let log = stderr(&out);
+    assert!(
+        log.contains("the KBS speaks another protocol version"),
+        "{log}"
+    );
+    assert!(
+        log.contains("expect =0.5.0 while the request is 0.4.0"),
+        "{log}"
+    );
+    assert_eq!(w.kbs.stats().auth, 1, "no retry of a version mismatch");
+}
+
+#[test]
+fn nonce_mismatch_is_an_attestation_rejection() {
+    let w = World::new("nonce", 1, |_| {});
+    w.kbs
+        .push_fault(fault(Endpoint::Auth, 5, FaultKind::NonceMismatch));
+    let out = w.get(&["default/key/k0"]);
+    assert_exit(&out, 3);
+    assert!(
+        stderr(&out).contains("the KBS rejected the sample evidence"),
+        "{}",
+        stderr(&out)
+    );
+    let s = w.kbs.stats();
+    assert_eq!(
+        (s.auth, s.attest, s.resource),
+        (2, 2, 0),
+        "one fresh handshake, then give up"
+    );
+}
+
+#[test]
+fn expired_session_gets_one_fresh_handshake() {
+    let w = World::new("expired", 2, |c| {
+        c.session_timeout = Duration::from_millis(700)
+    });
+    // The first resource request arrives after the session has expired.
+    w.kbs.push_fault(fault(
+        Endpoint::Resource,
+        1,
+        FaultKind::Delay(Duration::from_millis(1200)),
+    ));
+    let out = w.get(&["default/key/k0", "--output", w.out("k0").to_str().unwrap()]);
+    assert_exit(&out, 0);
+    assert_eq!(
+        std::fs::read(w.out("k0")).unwrap(),
+        w.secret("default/key/k0")
+    );
+    let s = w.kbs.stats();
+    assert_eq!((s.auth, s.attest, s.resource), (2, 2, 2));
+    assert!(
+        stderr(&out).contains("need a fresh session"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn expire_sessions_knob_forces_a_new_session() {
+    let w = World::new("expire-knob", 1, |_| {});
+    let out = w.get(&["default/key/k0"]);
+    assert_exit(&out, 0);
+    w.kbs.expire_sessions();
+    let out = w.get(&["default/key/k0"]);
+    assert_exit(&out, 0);
+    assert_eq!(w.kbs.stats().auth, 2);
+}
+
+#[test]
+fn policy_denial_fails_fast_with_an_operator_message() {
+    let w = World::new("deny", 1, |c| {
+        c.policy = Policy::from_rules(vec![
+            Rule::deny("sample", "default/luks/root").unwrap(),
+            Rule::allow("*", "*/*/*").unwrap(),
+        ])
+    });
+    let out = w.get(&[
+        "default/luks/root",
+        "default/key/k0",
+        "--output",
+        w.out("d").to_str().unwrap(),
+    ]);
+    assert_exit(&out, 3);
+    let log = stderr(&out);
+    assert!(
+        log.contains(
+            "the KBS policy denied default/luks/root for TEE sample: check the resource policy"
+        ),
+        "{log}"
+    );
+    let s = w.kbs.stats();
+    assert_eq!(
+        (s.auth, s.attest, s.resource),
+        (1, 1, 2),
+        "no retry, no re-handshake"
+    );
+    assert!(
+        !w.out("d").join("default/key/k0").exists(),
+        "all or nothing"
+    );
+}
+
+#[test]
+fn missing_resource_fails_fast() {
+    let w = World::new("missing", 1, |_| {});
+    let out = w.get(&["default/key/nope"]);
+    assert_exit(&out, 3);
+    assert!(
+        stderr(&out).contains("the KBS has no resource default/key/nope"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(w.kbs.stats().resource, 1);
+}
+
+#[test]
+fn three_503s_then_success() {
+    let w = World::new("503", 1, |_| {});
+    w.kbs.push_fault(fault(
+        Endpoint::Resource,
+        3,
+        FaultKind::Status {
+            code: 503,
+            retry_after: None,
+        },
+    ));
+    let out = w.get(&["default/key/k0"]);
+    assert_exit(&out, 0);
+    assert_eq!(out.stdout, w.secret("default/key/k0"));
+    assert_eq!(w.kbs.stats().resource, 4);
+    assert_eq!(
+        stderr(&out)
+            .matches("HTTP 503 Service Unavailable); retrying")
+            .count(),
+        3
+    );
+}
+
+#[test]
+fn too_many_requests_honours_retry_after() {
+    let w = World::new("429", 1, |_| {});
+    w.kbs.push_fault(fault(
+        Endpoint::Auth,
+        1,
+        FaultKind::Status {
+            code: 429,
+            retry_after: Some(1),
+        },
+    ));
+    let out = w.get(&["default/key/k0"]);
+    assert_exit(&out, 0);
+    assert!(
+        stderr(&out).contains("HTTP 429 Too Many Requests); retrying in 1000 ms"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(w.kbs.stats().auth, 2);
+}
+
+#[test]
+fn connection_dropped_mid_body_is_retried() {
+    let w = World::new("drop", 1, |_| {});
+    w.kbs
+        .push_fault(fault(Endpoint::Resource, 1, FaultKind::Drop));
+    let out = w.get(&["default/key/k0"]);
+    assert_exit(&out, 0);
+    assert_eq!(out.stdout, w.secret("default/key/k0"));
+    assert_eq!(w.kbs.stats().resource, 2);
+}
+
+#[test]
+fn garbage_json_is_a_clear_error() {
+    let w = World::new("garble", 1, |_| {});
+    w.kbs
+        .push_fault(fault(Endpoint::Resource, 1, FaultKind::Garble));
+    let out = w.get(&["default/key/k0"]);
+    assert_exit(&out, 4);
+    let log = stderr(&out);
+    assert!(
+        log.contains("the KBS sent a malformed response for resource default/key/k0"),
+        "{log}"
+    );
+    assert!(out.stdout.is_empty());
+}
+
+#[test]
+fn truncated_attestation_result_is_a_clear_error() {
+    let w = World::new("truncate", 1, |_| {});
+    w.kbs
+        .push_fault(fault(Endpoint::Attest, 1, FaultKind::Truncate));
+    let out = w.get(&["default/key/k0"]);
+    assert_exit(&out, 4);
+    assert!(
+        stderr(&out).contains("the KBS sent a malformed attestation result"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn oversized_body_is_refused_while_reading() {
+    let w = World::new("oversize", 1, |_| {});
+    w.kbs
+        .push_fault(fault(Endpoint::Resource, 1, FaultKind::Oversize(256 << 20)));
+    let out = w.get(&["default/key/k0"]);
+    assert_exit(&out, 4);
+    assert!(
+        stderr(&out).contains("sent more than 4194304 bytes in reply to fetch a resource: refused"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn deadline_bounds_the_retries() {
+    let w = World::new("deadline", 1, |_| {});
+    w.kbs.push_fault(fault(
+        Endpoint::Auth,
+        1000,
+        FaultKind::Status {
+            code: 503,
+            retry_after: None,
+        },
+    ));
+    let url = w.kbs.url();
+    let out = crate::util::agent(&[
+        "get",
+        "--kbs",
+        &url,
+        "--insecure-http",
+        "--tee",
+        "sample",
+        "--timeout",
+        "1",
+        "default/key/k0",
+    ]);
+    assert_exit(&out, 4);
+    assert!(
+        stderr(&out).contains("within the 1s deadline"),
+        "{}",
+        stderr(&out)
+    );
+}

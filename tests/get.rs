@@ -1,0 +1,111 @@
+// SPDX-License-Identifier: Apache-2.0
+//! `get` success paths: one and many resources in one attested session.
+
+use std::os::unix::fs::PermissionsExt;
+
+use crate::util::{assert_exit, stderr, World};
+
+#[test]
+fn one_resource_to_a_file() {
+    let w = World::new("one-file", 1, |_| {});
+    let file = w.out("root.key");
+    let out = w.get(&["default/luks/root", "--output", file.to_str().unwrap()]);
+    assert_exit(&out, 0);
+    assert_eq!(std::fs::read(&file).unwrap(), w.secret("default/luks/root"));
+    assert_eq!(
+        std::fs::metadata(&file).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    assert!(out.stdout.is_empty());
+    let s = w.kbs.stats();
+    assert_eq!((s.auth, s.attest, s.resource), (1, 1, 1));
+    let log = stderr(&out);
+    for step in [
+        "auth: ",
+        "evidence: sample evidence",
+        "attest: the KBS accepted",
+        "resource default/luks/root: ",
+    ] {
+        assert!(log.contains(step), "missing {step:?} in:\n{log}");
+    }
+}
+
+#[test]
+fn eight_resources_in_one_session() {
+    let w = World::new("eight", 8, |_| {});
+    let dir = w.out("secrets");
+    let paths: Vec<String> = (0..8).map(|i| format!("default/key/k{i}")).collect();
+    let mut args: Vec<&str> = paths.iter().map(String::as_str).collect();
+    args.extend(["--output", dir.to_str().unwrap()]);
+    let out = w.get(&args);
+    assert_exit(&out, 0);
+    for p in &paths {
+        let file = dir.join(p);
+        assert_eq!(std::fs::read(&file).unwrap(), w.secret(p), "{p}");
+        assert_eq!(
+            std::fs::metadata(&file).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+    }
+    let s = w.kbs.stats();
+    assert_eq!(
+        (s.auth, s.attest, s.resource),
+        (1, 1, 8),
+        "one handshake for all eight"
+    );
+    assert!(stderr(&out).contains("fetched 8 resource(s) in one attested session"));
+    // No temporary file is left behind.
+    let leftovers: Vec<_> = std::fs::read_dir(dir.join("default/key"))
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().starts_with('.'))
+        .collect();
+    assert!(leftovers.is_empty());
+}
+
+#[test]
+fn piped_stdout_receives_the_raw_secret() {
+    let w = World::new("stdout", 1, |_| {});
+    let out = w.get(&["kbs:///default/key/k0"]);
+    assert_exit(&out, 0);
+    assert_eq!(out.stdout, w.secret("default/key/k0"));
+    let out = w.get(&["default/key/k0", "--output", "-"]);
+    assert_exit(&out, 0);
+    assert_eq!(out.stdout, w.secret("default/key/k0"));
+}
+
+#[test]
+fn a_repeated_resource_is_fetched_once() {
+    let w = World::new("repeat", 1, |_| {});
+    let out = w.get(&["default/key/k0", "kbs:///default/key/k0"]);
+    assert_exit(&out, 0);
+    assert_eq!(out.stdout, w.secret("default/key/k0"));
+    assert_eq!(w.kbs.stats().resource, 1);
+    assert!(stderr(&out).contains("listed twice"));
+}
+
+#[test]
+fn evidence_command_binds_the_given_nonce() {
+    use base64::{engine::general_purpose::STANDARD, Engine};
+    let nonce = "PI0aozgydOubNNe3Vjb0Q9n3+MvpRwe8UuGffNiyBcA=";
+    let out = crate::util::agent(&["evidence", "--tee", "sample", "--nonce", nonce]);
+    assert_exit(&out, 0);
+    let body: kbs_types::Attestation = serde_json::from_slice(&out.stdout).expect("an Attestation");
+    assert_eq!(body.runtime_data.nonce, nonce);
+    assert_eq!(body.tee_evidence.additional_evidence, "");
+    // Recompute the binding independently and compare with report_data.
+    let claims = serde_json::json!({
+        "additional-evidence": "",
+        "nonce": nonce,
+        "tee-pubkey": body.runtime_data.tee_pubkey,
+    });
+    let digest = ring::digest::digest(
+        &ring::digest::SHA384,
+        &serde_json_canonicalizer::to_vec(&claims).unwrap(),
+    );
+    assert_eq!(
+        body.tee_evidence.primary_evidence["report_data"],
+        STANDARD.encode(digest.as_ref())
+    );
+    assert_eq!(body.tee_evidence.primary_evidence["svn"], "1");
+}

@@ -1,0 +1,84 @@
+// SPDX-License-Identifier: Apache-2.0
+//! No secret, token, cookie or key material may reach the agent's stderr,
+//! even at maximum verbosity and on failure paths.
+
+use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use base64::Engine;
+
+use crate::util::{assert_exit, stderr, Endpoint, Fault, FaultKind, World};
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+#[test]
+fn nothing_secret_in_stderr_at_maximum_verbosity() {
+    let w = World::new("leaks", 8, |_| {});
+    // Exercise retries and a re-handshake too, so their log lines are checked.
+    w.kbs.push_fault(Fault {
+        endpoint: Endpoint::Resource,
+        count: 2,
+        kind: FaultKind::Status {
+            code: 503,
+            retry_after: None,
+        },
+    });
+    let dir = w.out("out");
+    let paths: Vec<String> = (0..8).map(|i| format!("default/key/k{i}")).collect();
+    let mut args: Vec<&str> = vec!["-vvv"];
+    args.extend(paths.iter().map(String::as_str));
+    args.extend(["--output", dir.to_str().unwrap()]);
+    let out = w.get(&args);
+    assert_exit(&out, 0);
+    let log = stderr(&out);
+    assert!(
+        log.lines().count() > 20,
+        "maximum verbosity should say a lot:\n{log}"
+    );
+    for (path, secret) in &w.secrets {
+        let text = String::from_utf8_lossy(&secret[..secret.len() - 4]).into_owned();
+        for form in [
+            text,
+            hex(secret),
+            STANDARD.encode(secret),
+            URL_SAFE_NO_PAD.encode(secret),
+        ] {
+            assert!(!log.contains(&form), "{path} leaked as {form}");
+        }
+    }
+    // Session cookies as the KBS recorded them.
+    for r in w.kbs.requests() {
+        for (name, value) in &r.headers {
+            if name == "cookie" {
+                let id = value.trim_start_matches("kbs-session-id=");
+                assert!(!log.contains(id), "session id leaked");
+            }
+        }
+    }
+    // Tokens (JWTs) and JWE members are base64url JSON: they start with eyJ.
+    assert!(!log.contains("eyJ"), "a token or JWE header leaked");
+}
+
+#[test]
+fn nothing_secret_in_stderr_when_delivery_fails() {
+    let w = World::new("leaks-fail", 1, |_| {});
+    let blocker = w.out("blocker");
+    std::fs::write(&blocker, b"x").unwrap();
+    // The output's parent is a file: writing must fail after the fetch.
+    let target = blocker.join("key");
+    let out = w.get(&[
+        "-vvv",
+        "default/key/k0",
+        "--output",
+        target.to_str().unwrap(),
+    ]);
+    assert_exit(&out, 1);
+    let log = stderr(&out);
+    assert!(
+        log.contains(&format!("create directory {}", blocker.display())),
+        "{log}"
+    );
+    let secret = w.secret("default/key/k0");
+    assert!(!log.contains(&String::from_utf8_lossy(&secret[..secret.len() - 4]).into_owned()));
+    assert!(!log.contains("eyJ"));
+}

@@ -1,0 +1,72 @@
+// SPDX-License-Identifier: Apache-2.0
+//! Evidence verifiers, one `match` arm per TEE (kbs-protocol.md §3.3, §4).
+//!
+//! Each verifier checks that the evidence binds `report_data` (the 48-byte
+//! SHA-384 digest of the canonical runtime data, computed once by the caller)
+//! and returns the TEE claims that go into the token. Only `sample` exists so
+//! far; `snp`, `tdx`, `tpm` and `az-*-vtpm` are future arms.
+
+use anyhow::{anyhow, bail, Context as _, Result};
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine as _;
+use kbs_types::Tee;
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+/// Verifies `evidence` from a `tee` guest against the expected binding digest.
+pub fn verify(tee: Tee, evidence: &Value, report_data: &[u8; 48]) -> Result<Value> {
+    match tee {
+        Tee::Sample => sample(evidence, report_data),
+        other => bail!("no verifier for TEE {other:?} in refkbs"),
+    }
+}
+
+/// Trustee `deps/verifier/src/sample/mod.rs` `SampleTeeEvidence`.
+#[derive(Deserialize)]
+struct SampleEvidence {
+    svn: String,
+    #[serde(default)]
+    report_data: String,
+}
+
+/// `sample`: `report_data` is base64 STANDARD of exactly the 48-byte digest.
+fn sample(evidence: &Value, expected: &[u8; 48]) -> Result<Value> {
+    let evidence = SampleEvidence::deserialize(evidence).context("parse sample evidence")?;
+    let report_data = STANDARD
+        .decode(&evidence.report_data)
+        .context("decode sample report_data")?;
+    if report_data != expected {
+        return Err(anyhow!(
+            "sample report_data does not match the runtime-data digest"
+        ));
+    }
+    Ok(json!({
+        "svn": evidence.svn,
+        "launch_digest": "abcde",
+        "platform_version": {"major": 1, "minor": 4},
+        "debug": false,
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use base64::engine::general_purpose::STANDARD;
+    use base64::Engine as _;
+    use kbs_types::Tee;
+    use serde_json::json;
+
+    use super::verify;
+
+    #[test]
+    fn sample_binding() {
+        let digest = [7u8; 48];
+        let good = json!({"svn": "1", "report_data": STANDARD.encode(digest)});
+        assert!(verify(Tee::Sample, &good, &digest).is_ok());
+        let short = json!({"svn": "1", "report_data": STANDARD.encode([7u8; 32])});
+        assert!(verify(Tee::Sample, &short, &digest).is_err());
+        let padded = json!({"svn": "1", "report_data": STANDARD.encode([7u8; 64])});
+        assert!(verify(Tee::Sample, &padded, &digest).is_err());
+        assert!(verify(Tee::Sample, &json!({"report_data": ""}), &digest).is_err());
+        assert!(verify(Tee::Snp, &good, &digest).is_err());
+    }
+}

@@ -1,0 +1,12 @@
+// SPDX-License-Identifier: Apache-2.0
+//! Integration tests: the real binary against the in-process reference KBS.
+//! Everything runs on loopback inside the test's own temporary directory.
+
+mod util;
+
+mod cli;
+mod faults;
+mod get;
+mod leaks;
+mod tls;
+mod wire;

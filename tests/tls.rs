@@ -1,0 +1,172 @@
+// SPDX-License-Identifier: Apache-2.0
+//! Transport policy: HTTPS with a pinned CA, plain http only when allowed,
+//! URLs checked before any traffic.
+
+use crate::util::{agent, assert_exit, data, stderr, Tls, World};
+
+fn tls_world(name: &str) -> World {
+    World::new(name, 1, |c| {
+        c.tls = Some(Tls {
+            cert_chain: data("tls/server.pem"),
+            key: data("tls/server.key"),
+        })
+    })
+}
+
+#[test]
+fn https_with_the_pinned_ca() {
+    let w = tls_world("tls-ok");
+    let url = w.kbs.url();
+    assert!(url.starts_with("https://"));
+    let ca = data("tls/ca.pem");
+    let out = agent(&[
+        "get",
+        "--kbs",
+        &url,
+        "--kbs-ca",
+        ca.to_str().unwrap(),
+        "--tee",
+        "sample",
+        "default/key/k0",
+    ]);
+    assert_exit(&out, 0);
+    assert_eq!(out.stdout, w.secret("default/key/k0"));
+}
+
+#[test]
+fn a_wrong_ca_is_a_tls_error_naming_the_kbs() {
+    let w = tls_world("tls-wrong");
+    let url = w.kbs.url();
+    let ca = data("tls/other-ca.pem");
+    let out = agent(&[
+        "get",
+        "--kbs",
+        &url,
+        "--kbs-ca",
+        ca.to_str().unwrap(),
+        "--tee",
+        "sample",
+        "default/key/k0",
+    ]);
+    assert_exit(&out, 4);
+    let log = stderr(&out);
+    assert!(
+        log.contains(&format!("TLS with the KBS at {url}/kbs/v0/auth failed")),
+        "{log}"
+    );
+    assert!(log.contains("UnknownIssuer"), "{log}");
+    assert!(
+        !log.contains("retrying"),
+        "a certificate problem is not retried: {log}"
+    );
+    assert_eq!(w.kbs.stats().auth, 0);
+}
+
+#[test]
+fn an_unreadable_ca_file_is_named() {
+    let out = agent(&[
+        "get",
+        "--kbs",
+        "https://127.0.0.1:1",
+        "--kbs-ca",
+        "/nonexistent/ca.pem",
+        "--tee",
+        "sample",
+        "a/b/c",
+    ]);
+    assert_exit(&out, 2);
+    assert!(
+        stderr(&out).contains("read KBS CA file /nonexistent/ca.pem"),
+        "{}",
+        stderr(&out)
+    );
+    let not_pem = data("README.md");
+    let out = agent(&[
+        "get",
+        "--kbs",
+        "https://127.0.0.1:1",
+        "--kbs-ca",
+        not_pem.to_str().unwrap(),
+        "--tee",
+        "sample",
+        "a/b/c",
+    ]);
+    assert_exit(&out, 2);
+    assert!(
+        stderr(&out).contains("holds no PEM certificate"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn plain_http_needs_the_opt_in() {
+    let w = World::new("http-refused", 1, |_| {});
+    let url = w.kbs.url();
+    let out = agent(&["get", "--kbs", &url, "--tee", "sample", "default/key/k0"]);
+    assert_exit(&out, 2);
+    assert!(
+        stderr(&out).contains("is plain http: use https, or pass --insecure-http"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(w.kbs.requests().is_empty(), "nothing may be sent");
+    let out = agent(&[
+        "get",
+        "--kbs",
+        &url,
+        "--insecure-http",
+        "--tee",
+        "sample",
+        "default/key/k0",
+    ]);
+    assert_exit(&out, 0);
+    assert!(stderr(&out).contains("using plain http"));
+}
+
+#[test]
+fn a_url_without_scheme_is_refused_up_front() {
+    let w = World::new("no-scheme", 1, |_| {});
+    let hostport = w.kbs.addr().to_string();
+    let out = agent(&[
+        "get",
+        "--kbs",
+        &hostport,
+        "--tee",
+        "sample",
+        "default/key/k0",
+    ]);
+    assert_exit(&out, 2);
+    assert!(
+        stderr(&out).contains(&format!("has no scheme: write https://{hostport}")),
+        "{}",
+        stderr(&out)
+    );
+    assert!(w.kbs.requests().is_empty());
+}
+
+#[test]
+fn an_unreachable_kbs_is_retried_until_the_deadline() {
+    // A port nobody listens on: bind, note the port, close.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let url = format!("http://127.0.0.1:{port}");
+    let out = agent(&[
+        "get",
+        "--kbs",
+        &url,
+        "--insecure-http",
+        "--tee",
+        "sample",
+        "--timeout",
+        "1",
+        "default/key/k0",
+    ]);
+    assert_exit(&out, 4);
+    let log = stderr(&out);
+    assert!(log.contains("could not authenticate at"), "{log}");
+    assert!(log.contains("retrying"), "{log}");
+}

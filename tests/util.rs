@@ -1,0 +1,132 @@
+// SPDX-License-Identifier: Apache-2.0
+//! Test harness: a temporary world with resources on disk, the reference KBS
+//! in-process on loopback, and the real `cvm-attest` binary run against it.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+
+pub use refkbs::{Config, Endpoint, Fault, FaultKind, Policy, RefKbs, Rule, Tls};
+
+/// A directory removed when the test ends.
+pub struct TempDir(PathBuf);
+
+impl TempDir {
+    pub fn new(name: &str) -> TempDir {
+        static N: AtomicU32 = AtomicU32::new(0);
+        let dir = std::env::temp_dir().join(format!(
+            "cvm-attest-test-{name}-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        TempDir(dir)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// The repository's test data directory.
+pub fn data(rel: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/data")
+        .join(rel)
+}
+
+/// A test world: a resource directory and a reference KBS serving it.
+pub struct World {
+    pub dir: TempDir,
+    pub kbs: RefKbs,
+    pub secrets: Vec<(String, Vec<u8>)>,
+}
+
+/// Distinct, recognisable secret bytes (not valid UTF-8 on purpose).
+pub fn secret_bytes(i: usize) -> Vec<u8> {
+    let mut v = format!(
+        "S3CRET-{i:02}-{:016x}-",
+        0x9e37_79b9_7f4a_7c15u64.wrapping_mul(i as u64 + 1)
+    )
+    .into_bytes();
+    v.extend_from_slice(&[0xff, 0x00, 0xfe, i as u8]);
+    v
+}
+
+impl World {
+    /// `n` resources `default/key/k0..`, plus `default/luks/root`.
+    pub fn new(name: &str, n: usize, tweak: impl FnOnce(&mut Config)) -> World {
+        let dir = TempDir::new(name);
+        let root = dir.path().join("resources");
+        let mut secrets = Vec::new();
+        for i in 0..n {
+            secrets.push((format!("default/key/k{i}"), secret_bytes(i)));
+        }
+        secrets.push(("default/luks/root".to_owned(), secret_bytes(99)));
+        for (path, data) in &secrets {
+            let file = root.join(path);
+            std::fs::create_dir_all(file.parent().unwrap()).unwrap();
+            std::fs::write(file, data).unwrap();
+        }
+        let mut config = Config::new(&root);
+        config.quiet = true;
+        tweak(&mut config);
+        let kbs = RefKbs::start(config).expect("start the reference KBS");
+        World { dir, kbs, secrets }
+    }
+
+    pub fn secret(&self, path: &str) -> &[u8] {
+        &self
+            .secrets
+            .iter()
+            .find(|(p, _)| p == path)
+            .expect("known resource")
+            .1
+    }
+
+    /// `cvm-attest get` against this KBS over plain http with the sample TEE.
+    pub fn get(&self, extra: &[&str]) -> Output {
+        let url = self.kbs.url();
+        let mut args = vec!["get", "--kbs", &url, "--tee", "sample", "--timeout", "20"];
+        if url.starts_with("http://") {
+            args.push("--insecure-http");
+        }
+        args.extend_from_slice(extra);
+        agent(&args)
+    }
+
+    pub fn out(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+}
+
+/// Runs the agent binary with fast retries and no terminal.
+pub fn agent(args: &[&str]) -> Output {
+    agent_cmd(args).output().expect("run cvm-attest")
+}
+
+pub fn agent_cmd(args: &[&str]) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_cvm-attest"));
+    cmd.args(args)
+        .env("CVM_ATTEST_TEST_BACKOFF_MS", "20")
+        .env_remove("JOURNAL_STREAM")
+        .stdin(Stdio::null());
+    cmd
+}
+
+pub fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// Asserts the exit code, showing stderr when it differs.
+#[track_caller]
+pub fn assert_exit(out: &Output, code: i32) {
+    assert_eq!(out.status.code(), Some(code), "stderr:\n{}", stderr(out));
+}
