@@ -77,6 +77,27 @@ fn expired_session_gets_one_fresh_handshake() {
 }
 
 #[test]
+fn expired_token_gets_one_fresh_handshake() {
+    // JWT `exp` has one-second resolution: a 2 s lifetime is over after 3.2 s.
+    let w = World::new("token", 1, |c| c.token_lifetime = Duration::from_secs(2));
+    w.kbs.push_fault(fault(
+        Endpoint::Resource,
+        1,
+        FaultKind::Delay(Duration::from_millis(3200)),
+    ));
+    let out = w.get(&["default/key/k0"]);
+    assert_exit(&out, 0);
+    assert_eq!(out.stdout, w.secret("default/key/k0"));
+    let s = w.kbs.stats();
+    assert_eq!((s.auth, s.attest, s.resource), (2, 2, 2));
+    assert!(
+        stderr(&out).contains("TokenVerifierError"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
 fn expire_sessions_knob_forces_a_new_session() {
     let w = World::new("expire-knob", 1, |_| {});
     let out = w.get(&["default/key/k0"]);

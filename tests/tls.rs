@@ -34,6 +34,47 @@ fn https_with_the_pinned_ca() {
 }
 
 #[test]
+fn https_multiplexes_over_http2_and_survives_a_dropped_stream() {
+    let w = World::new("tls-h2", 3, |c| {
+        c.tls = Some(Tls {
+            cert_chain: data("tls/server.pem"),
+            key: data("tls/server.key"),
+        })
+    });
+    w.kbs.push_fault(crate::util::Fault {
+        endpoint: crate::util::Endpoint::Resource,
+        count: 1,
+        kind: crate::util::FaultKind::Drop,
+    });
+    let (url, ca, dir) = (w.kbs.url(), data("tls/ca.pem"), w.out("h2"));
+    let out = agent(&[
+        "get",
+        "--kbs",
+        &url,
+        "--kbs-ca",
+        ca.to_str().unwrap(),
+        "--tee",
+        "sample",
+        "default/key/k0",
+        "default/key/k1",
+        "default/key/k2",
+        "--output",
+        dir.to_str().unwrap(),
+    ]);
+    assert_exit(&out, 0);
+    for p in ["default/key/k0", "default/key/k1", "default/key/k2"] {
+        assert_eq!(std::fs::read(dir.join(p)).unwrap(), w.secret(p));
+    }
+    assert_eq!(w.kbs.stats().resource, 4, "three resources and one retry");
+    // HTTP/2 carries the authority as a pseudo-header, so no request has a Host header.
+    assert!(w
+        .kbs
+        .requests()
+        .iter()
+        .all(|r| r.headers.iter().all(|(k, _)| k != "host")));
+}
+
+#[test]
 fn a_wrong_ca_is_a_tls_error_naming_the_kbs() {
     let w = tls_world("tls-wrong");
     let url = w.kbs.url();

@@ -75,7 +75,8 @@ fn run(args: Args) -> Result<()> {
 
     let state = Arc::new(State::new(&config)?);
     let acceptor = config.tls.as_ref().map(tls_acceptor).transpose()?;
-    let runtime = tokio::runtime::Builder::new_current_thread()
+    // Like actix (Trustee's server): one worker per core.
+    let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("build tokio runtime")?;

@@ -1,5 +1,6 @@
 // SPDX-License-Identifier: Apache-2.0
-//! The HTTP server: accept loop (plain or TLS), hyper HTTP/1.1 connections,
+//! The HTTP server: accept loop (plain or TLS), hyper HTTP/1.1 connections
+//! (HTTP/2 when TLS negotiates it),
 //! routing (kbs-protocol.md §1.1), body limit, recording, statistics, fault
 //! injection, and the refkbs-only control endpoints under `/refkbs/`.
 
@@ -13,10 +14,10 @@ use bytes::Bytes;
 use http_body_util::{BodyExt as _, LengthLimitError, Limited};
 use hyper::body::Incoming;
 use hyper::header::{HeaderMap, CONTENT_LENGTH};
-use hyper::server::conn::http1;
+use hyper::server::conn::{http1, http2};
 use hyper::service::service_fn;
 use hyper::{Method, Request, Response};
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
@@ -56,9 +57,12 @@ pub async fn serve(
         let tls = tls.clone();
         tokio::spawn(async move {
             match tls {
-                None => connection(stream, state).await,
+                None => connection(stream, state, false).await,
                 Some(acceptor) => match acceptor.accept(stream).await {
-                    Ok(stream) => connection(stream, state).await,
+                    Ok(stream) => {
+                        let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
+                        connection(stream, state, h2).await
+                    }
                     Err(e) => state.log(&format!("TLS handshake: {e}")),
                 },
             }
@@ -66,7 +70,7 @@ pub async fn serve(
     }
 }
 
-async fn connection<I>(io: I, state: Arc<State>)
+async fn connection<I>(io: I, state: Arc<State>, h2: bool)
 where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -75,9 +79,15 @@ where
         async move { Ok::<_, Infallible>(handle(&state, request).await) }
     });
     // Errors here are mostly clients going away or the Drop fault; not worth a log line.
-    let _ = http1::Builder::new()
-        .serve_connection(TokioIo::new(io), service)
-        .await;
+    if h2 {
+        let _ = http2::Builder::new(TokioExecutor::new())
+            .serve_connection(TokioIo::new(io), service)
+            .await;
+    } else {
+        let _ = http1::Builder::new()
+            .serve_connection(TokioIo::new(io), service)
+            .await;
+    }
 }
 
 /// The endpoint class of a path, for faults and statistics.

@@ -1,5 +1,6 @@
 // SPDX-License-Identifier: Apache-2.0
-//! HTTPS: a rustls server config from PEM files (ring provider, TLS 1.2/1.3).
+//! HTTPS: a rustls server config from PEM files (ring provider, TLS 1.2/1.3,
+//! ALPN h2 and http/1.1).
 
 use std::sync::Arc;
 
@@ -25,11 +26,13 @@ pub fn acceptor(tls: &Tls) -> Result<TlsAcceptor> {
     }
     let key = PrivateKeyDer::from_pem_file(&tls.key)
         .map_err(|e| anyhow!("read private key {}: {e}", tls.key.display()))?;
-    let config = ServerConfig::builder_with_provider(Arc::new(default_provider()))
+    let mut config = ServerConfig::builder_with_provider(Arc::new(default_provider()))
         .with_safe_default_protocol_versions()
         .context("select TLS versions")?
         .with_no_client_auth()
         .with_single_cert(chain, key)
         .with_context(|| format!("load TLS key {}", tls.key.display()))?;
+    // Like actix-web (Trustee's server) with its default http2 feature.
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(TlsAcceptor::from(Arc::new(config)))
 }
