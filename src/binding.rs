@@ -83,48 +83,26 @@ pub fn canonical_runtime_data(
 #[cfg(test)]
 mod tests {
     use super::{canonical_runtime_data, Binding};
+    use crate::testvec::{hex, jwk, DIGEST, NONCE, SAMPLE_REPORT_DATA};
     use base64::{engine::general_purpose::STANDARD, Engine};
-    use kbs_types::TeePubKey;
 
-    // kbs-protocol.md §3.7, the worked vector.
-    const NONCE: &str = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
     const JCS: &str = r#"{"additional-evidence":"","nonce":"AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=","tee-pubkey":{"alg":"ECDH-ES+A256KW","crv":"P-256","kty":"EC","x":"FvCPUXLoAJdGS7r0YU1mnMiD2nzn7OjQP3erVPWcoGA","y":"0b31ECFNLbSgcm1Jgks9gp40jbJbrutK33Uu7pjdvvs"}}"#;
-    const SHA384_HEX: &str = "5464382c0169bfacd7b5380146bed959857ed95f56bd3863815f4f2b0060b5d89b5fbed6314dc42eb4e0039a38c7a9a7";
-
-    fn vector_key() -> TeePubKey {
-        TeePubKey::EC {
-            crv: "P-256".into(),
-            alg: "ECDH-ES+A256KW".into(),
-            x: "FvCPUXLoAJdGS7r0YU1mnMiD2nzn7OjQP3erVPWcoGA".into(),
-            y: "0b31ECFNLbSgcm1Jgks9gp40jbJbrutK33Uu7pjdvvs".into(),
-        }
-    }
-
-    fn hex(bytes: &[u8]) -> String {
-        bytes.iter().map(|b| format!("{b:02x}")).collect()
-    }
 
     #[test]
     fn jcs_string_matches_the_spec_vector() {
-        let jcs = canonical_runtime_data(NONCE, &vector_key(), "").unwrap();
+        let jcs = canonical_runtime_data(NONCE, &jwk(), "").unwrap();
         assert_eq!(String::from_utf8(jcs).unwrap(), JCS);
     }
 
     #[test]
     fn digest_and_every_tee_form_match_the_spec_vector() {
-        let b = Binding::compute(NONCE, &vector_key(), "").unwrap();
-        assert_eq!(hex(b.digest()), SHA384_HEX);
-        assert_eq!(
-            STANDARD.encode(b.digest()),
-            "VGQ4LAFpv6zXtTgBRr7ZWYV+2V9WvThjgV9PKwBgtdibX77WMU3ELrTgA5o4x6mn"
-        );
+        let b = Binding::compute(NONCE, &jwk(), "").unwrap();
+        assert_eq!(hex(b.digest()), DIGEST);
+        assert_eq!(STANDARD.encode(b.digest()), SAMPLE_REPORT_DATA);
         let rd = b.report_data_64();
-        assert_eq!(hex(&rd[..48]), SHA384_HEX);
+        assert_eq!(hex(&rd[..48]), DIGEST);
         assert_eq!(rd[48..], [0u8; 16]);
-        assert_eq!(
-            hex(&b.first_32()),
-            "5464382c0169bfacd7b5380146bed959857ed95f56bd3863815f4f2b0060b5d8"
-        );
+        assert_eq!(hex(&b.first_32()), DIGEST[..64]);
     }
 
     #[test]
@@ -134,21 +112,18 @@ mod tests {
         let v: serde_json::Value =
             serde_json::from_str(r#"{"b":1,"a":"test","c":{"d":"e"}}"#).unwrap();
         let jcs = serde_json_canonicalizer::to_vec(&v).unwrap();
-        let d = ring::digest::digest(&ring::digest::SHA384, &jcs);
-        assert!(hex(d.as_ref()).starts_with("e71ce8e70d814ba6"));
-        assert!(hex(d.as_ref()).ends_with("a78870c3"));
+        let d = hex(ring::digest::digest(&ring::digest::SHA384, &jcs).as_ref());
+        assert!(
+            d.starts_with("e71ce8e70d814ba6") && d.ends_with("a78870c3"),
+            "{d}"
+        );
     }
 
     #[test]
     fn every_input_changes_the_digest() {
-        let base = Binding::compute(NONCE, &vector_key(), "").unwrap();
-        let other_nonce = Binding::compute(
-            "BAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=",
-            &vector_key(),
-            "",
-        )
-        .unwrap();
-        let other_ae = Binding::compute(NONCE, &vector_key(), "{}").unwrap();
+        let base = Binding::compute(NONCE, &jwk(), "").unwrap();
+        let other_nonce = Binding::compute(&NONCE.replacen('A', "B", 1), &jwk(), "").unwrap();
+        let other_ae = Binding::compute(NONCE, &jwk(), "{}").unwrap();
         assert!(base != other_nonce && base != other_ae);
     }
 }

@@ -25,10 +25,16 @@ Exit codes: 0 done, 1 failure, 2 bad arguments, 3 the KBS refused, 4 the KBS unr
 )]
 pub struct Cli {
     /// More detail on stderr: -v debug, -vv trace, -vvv also the HTTP and TLS libraries
-    #[arg(short, long, action = ArgAction::Count, global = true)]
+    #[arg(short, long, action = ArgAction::Count, global = true, help_heading = "Logging")]
     pub verbose: u8,
     /// Only errors on stderr
-    #[arg(short, long, global = true, conflicts_with = "verbose")]
+    #[arg(
+        short,
+        long,
+        global = true,
+        conflicts_with = "verbose",
+        help_heading = "Logging"
+    )]
     pub quiet: bool,
     #[command(subcommand)]
     pub command: Command,
@@ -38,8 +44,8 @@ pub struct Cli {
 pub enum Command {
     /// Attest once and fetch one or more resources in that one session
     #[command(after_help = "Examples:\n  \
-cvm-attest get --kbs https://kbs.example:8080 --kbs-ca /etc/cvm-attest/kbs-ca.pem default/luks/root --output /run/key\n  \
-cvm-attest get --kbs https://kbs.example:8080 default/tls/cert default/tls/key --output /run/tls\n\n\
+cvm-attest get --kbs https://kbs.example --kbs-ca ca.pem default/luks/root -o /run/root.key\n  \
+cvm-attest get --kbs https://kbs.example default/tls/cert default/tls/key -o /run/tls\n\n\
 With one resource the secret goes to --output FILE, or to stdout when stdout is not a terminal\n\
 (--output - forces stdout). With several, --output names a directory that receives\n\
 DIR/<repo>/<type>/<tag> for each. Files are created with mode 0600, all or none.")]
@@ -87,7 +93,7 @@ impl KbsArgs {
 pub struct GetArgs {
     #[command(flatten)]
     pub kbs: KbsArgs,
-    /// TEE whose evidence to present (default: detect; `sample` only when named)
+    /// TEE whose evidence to present; `sample` is used only when named here
     #[arg(long, value_enum)]
     pub tee: Option<Platform>,
     /// Resources as repo/type/tag or kbs:///repo/type/tag
@@ -100,7 +106,7 @@ pub struct GetArgs {
 
 #[derive(Args)]
 pub struct EvidenceArgs {
-    /// TEE whose evidence to present (default: detect; `sample` only when named)
+    /// TEE whose evidence to present; `sample` is used only when named here
     #[arg(long, value_enum)]
     pub tee: Option<Platform>,
     /// Challenge nonce to bind, verbatim (default: 32 random bytes in base64, like the KBS)

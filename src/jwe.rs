@@ -159,14 +159,8 @@ fn concat_kdf(z: &[u8]) -> Zeroizing<[u8; 32]> {
 mod tests {
     use super::{concat_kdf, JweError, JweResponse};
     use crate::teekey::TeeKey;
+    use crate::testvec::{unhex, SCALAR};
     use base64::{engine::general_purpose::URL_SAFE_NO_PAD, Engine};
-
-    fn hex(s: &str) -> Vec<u8> {
-        (0..s.len())
-            .step_by(2)
-            .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
-            .collect()
-    }
 
     // kbs-protocol.md §3.7: the KBS-style JWE of "this is a test data".
     const VECTOR: &str = r#"{"protected":"eyJhbGciOiJFQ0RILUVTK0EyNTZLVyIsImVuYyI6IkEyNTZHQ00iLCJlcGsiOnsiY3J2IjoiUC0yNTYiLCJrdHkiOiJFQyIsIngiOiJTUDF1Mk1QQVNVUEJUaWpWc25KUUlBRi02YkQtSDBiLVd2WF82MkRWWldRIiwieSI6Ijd1anFPV1Ixb3pUZThQbE1NOGhJSnVXeWhjeXFrdGVORmpiQnpQdUNMNWMifX0",
@@ -174,9 +168,7 @@ mod tests {
    "iv":"CrMGgjA1Zhu426Ic","ciphertext":"uHRhPhl7HlRu54mM8du5CVmlIA","tag":"8mhSyXOa6wmlaaKzYug2Hw"}"#;
 
     fn key() -> TeeKey {
-        TeeKey::from_scalar(&hex(
-            "00f79470af24f054cde1aedccd1b381fa688c5d4571d93c502930bed27f73ca0",
-        ))
+        TeeKey::from_scalar(&unhex(SCALAR))
     }
 
     fn vector() -> JweResponse {
@@ -191,10 +183,10 @@ mod tests {
 
     #[test]
     fn kek_matches_the_spec_intermediate() {
-        let z = hex("585ce3efc291aa133634a28baf80fe3bde29322501cc9281e6d6e9f0c1907999");
+        let z = unhex("585ce3efc291aa133634a28baf80fe3bde29322501cc9281e6d6e9f0c1907999");
         assert_eq!(
             concat_kdf(&z).to_vec(),
-            hex("a23dd7520954cd884c28f9d8731bf6145e1f242c9c61eec20fe0395fce36b49e")
+            unhex("a23dd7520954cd884c28f9d8731bf6145e1f242c9c61eec20fe0395fce36b49e")
         );
     }
 

@@ -20,6 +20,8 @@ mod problem;
 mod resource;
 mod retry;
 mod teekey;
+#[cfg(test)]
+mod testvec;
 
 use std::process::ExitCode;
 

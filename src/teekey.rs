@@ -73,25 +73,18 @@ impl TeeKey {
 #[cfg(test)]
 mod tests {
     use super::TeeKey;
+    use crate::testvec::{jwk, unhex, SCALAR};
     use kbs_types::TeePubKey;
-
-    fn hex(s: &str) -> Vec<u8> {
-        (0..s.len())
-            .step_by(2)
-            .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
-            .collect()
-    }
 
     #[test]
     fn jwk_of_the_spec_vector_key() {
-        let key = TeeKey::from_scalar(&hex(
-            "00f79470af24f054cde1aedccd1b381fa688c5d4571d93c502930bed27f73ca0",
-        ));
-        let jwk = serde_json::to_string(&key.public_jwk()).unwrap();
+        let key = TeeKey::from_scalar(&unhex(SCALAR));
+        let ours = serde_json::to_string(&key.public_jwk()).unwrap();
+        assert_eq!(ours, serde_json::to_string(&jwk()).unwrap());
         // Exactly the members and order upstream's client sends (wire/ok capture).
-        assert_eq!(
-            jwk,
-            r#"{"kty":"EC","crv":"P-256","alg":"ECDH-ES+A256KW","x":"FvCPUXLoAJdGS7r0YU1mnMiD2nzn7OjQP3erVPWcoGA","y":"0b31ECFNLbSgcm1Jgks9gp40jbJbrutK33Uu7pjdvvs"}"#
+        assert!(
+            ours.starts_with(r#"{"kty":"EC","crv":"P-256","alg":"ECDH-ES+A256KW","x":""#),
+            "{ours}"
         );
     }
 

@@ -2,7 +2,7 @@
 //! Command-line behaviour that needs no KBS: help, version, refusals made
 //! before any traffic.
 
-use crate::util::{agent, agent_cmd, assert_exit, stderr};
+use crate::util::{agent, agent_cmd, assert_exit, assert_fails_with};
 
 #[test]
 fn version_and_help_read_well() {
@@ -48,12 +48,7 @@ fn bad_resource_paths_are_refused_before_any_traffic() {
         "sample",
         "default/luks",
     ]);
-    assert_exit(&out, 2);
-    assert!(
-        stderr(&out).contains("has 2 path segments"),
-        "{}",
-        stderr(&out)
-    );
+    assert_fails_with(&out, 2, "has 2 path segments");
 }
 
 #[test]
@@ -67,23 +62,13 @@ fn several_resources_need_a_directory() {
         "a/b/c",
         "a/b/d",
     ]);
-    assert_exit(&out, 2);
-    assert!(
-        stderr(&out).contains("2 resources need --output DIR"),
-        "{}",
-        stderr(&out)
-    );
+    assert_fails_with(&out, 2, "2 resources need --output DIR");
 }
 
 #[test]
 fn no_tee_is_chosen_silently() {
     let out = agent(&["evidence"]);
-    assert_exit(&out, 1);
-    assert!(
-        stderr(&out).contains("pass --tee sample"),
-        "{}",
-        stderr(&out)
-    );
+    assert_fails_with(&out, 1, "pass --tee sample");
     assert!(out.stdout.is_empty());
 }
 
@@ -122,10 +107,5 @@ fn a_secret_is_never_written_to_a_terminal() {
     .unwrap();
     // SAFETY: master is ours and closed once.
     unsafe { libc::close(master) };
-    assert_exit(&out, 2);
-    assert!(
-        stderr(&out).contains("refusing to print a secret to the terminal"),
-        "{}",
-        stderr(&out)
-    );
+    assert_fails_with(&out, 2, "refusing to print a secret to the terminal");
 }

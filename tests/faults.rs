@@ -3,7 +3,9 @@
 
 use std::time::Duration;
 
-use crate::util::{assert_exit, stderr, Endpoint, Fault, FaultKind, Policy, Rule, World};
+use crate::util::{
+    assert_exit, assert_fails_with, stderr, Endpoint, Fault, FaultKind, Policy, Rule, World,
+};
 
 fn fault(endpoint: Endpoint, count: u32, kind: FaultKind) -> Fault {
     Fault {
@@ -36,12 +38,7 @@ fn nonce_mismatch_is_an_attestation_rejection() {
     w.kbs
         .push_fault(fault(Endpoint::Auth, 5, FaultKind::NonceMismatch));
     let out = w.get(&["default/key/k0"]);
-    assert_exit(&out, 3);
-    assert!(
-        stderr(&out).contains("the KBS rejected the sample evidence"),
-        "{}",
-        stderr(&out)
-    );
+    assert_fails_with(&out, 3, "the KBS rejected the sample evidence");
     let s = w.kbs.stats();
     assert_eq!(
         (s.auth, s.attest, s.resource),
@@ -146,12 +143,7 @@ fn policy_denial_fails_fast_with_an_operator_message() {
 fn missing_resource_fails_fast() {
     let w = World::new("missing", 1, |_| {});
     let out = w.get(&["default/key/nope"]);
-    assert_exit(&out, 3);
-    assert!(
-        stderr(&out).contains("the KBS has no resource default/key/nope"),
-        "{}",
-        stderr(&out)
-    );
+    assert_fails_with(&out, 3, "the KBS has no resource default/key/nope");
     assert_eq!(w.kbs.stats().resource, 1);
 }
 
@@ -190,12 +182,7 @@ fn too_many_requests_honours_retry_after() {
         },
     ));
     let out = w.get(&["default/key/k0"]);
-    assert_exit(&out, 0);
-    assert!(
-        stderr(&out).contains("HTTP 429 Too Many Requests); retrying in 1000 ms"),
-        "{}",
-        stderr(&out)
-    );
+    assert_fails_with(&out, 0, "HTTP 429 Too Many Requests); retrying in 1000 ms");
     assert_eq!(w.kbs.stats().auth, 2);
 }
 
@@ -231,12 +218,7 @@ fn truncated_attestation_result_is_a_clear_error() {
     w.kbs
         .push_fault(fault(Endpoint::Attest, 1, FaultKind::Truncate));
     let out = w.get(&["default/key/k0"]);
-    assert_exit(&out, 4);
-    assert!(
-        stderr(&out).contains("the KBS sent a malformed attestation result"),
-        "{}",
-        stderr(&out)
-    );
+    assert_fails_with(&out, 4, "the KBS sent a malformed attestation result");
 }
 
 #[test]
@@ -245,11 +227,10 @@ fn oversized_body_is_refused_while_reading() {
     w.kbs
         .push_fault(fault(Endpoint::Resource, 1, FaultKind::Oversize(256 << 20)));
     let out = w.get(&["default/key/k0"]);
-    assert_exit(&out, 4);
-    assert!(
-        stderr(&out).contains("sent more than 4194304 bytes in reply to fetch a resource: refused"),
-        "{}",
-        stderr(&out)
+    assert_fails_with(
+        &out,
+        4,
+        "sent more than 4194304 bytes in reply to fetch a resource: refused",
     );
 }
 
@@ -276,10 +257,5 @@ fn deadline_bounds_the_retries() {
         "1",
         "default/key/k0",
     ]);
-    assert_exit(&out, 4);
-    assert!(
-        stderr(&out).contains("within the 1s deadline"),
-        "{}",
-        stderr(&out)
-    );
+    assert_fails_with(&out, 4, "within the 1s deadline");
 }

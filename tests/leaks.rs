@@ -5,30 +5,57 @@
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use base64::Engine;
 
-use crate::util::{assert_exit, stderr, Endpoint, Fault, FaultKind, World};
+use crate::util::{agent, assert_exit, data, stderr, Endpoint, Fault, FaultKind, Tls, World};
 
 fn hex(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
 #[test]
-fn nothing_secret_in_stderr_at_maximum_verbosity() {
-    let w = World::new("leaks", 8, |_| {});
-    // Exercise retries and a re-handshake too, so their log lines are checked.
+fn nothing_secret_in_stderr_at_maximum_verbosity_over_http() {
+    check_verbose_run(false);
+}
+
+#[test]
+fn nothing_secret_in_stderr_at_maximum_verbosity_over_https() {
+    check_verbose_run(true);
+}
+
+fn check_verbose_run(tls: bool) {
+    let w = World::new("leaks", 8, |c| {
+        if tls {
+            c.tls = Some(Tls {
+                cert_chain: data("tls/server.pem"),
+                key: data("tls/server.key"),
+            });
+        }
+    });
+    // Exercise retries and a dropped stream too, so their log lines are checked.
+    let status = FaultKind::Status {
+        code: 503,
+        retry_after: None,
+    };
     w.kbs.push_fault(Fault {
         endpoint: Endpoint::Resource,
         count: 2,
-        kind: FaultKind::Status {
-            code: 503,
-            retry_after: None,
-        },
+        kind: status,
     });
-    let dir = w.out("out");
+    w.kbs.push_fault(Fault {
+        endpoint: Endpoint::Resource,
+        count: 1,
+        kind: FaultKind::Drop,
+    });
+    let (url, ca, dir) = (w.kbs.url(), data("tls/ca.pem"), w.out("out"));
+    let mut args: Vec<&str> = vec!["-vvv", "get", "--kbs", &url, "--tee", "sample"];
+    if tls {
+        args.extend(["--kbs-ca", ca.to_str().unwrap()]);
+    } else {
+        args.push("--insecure-http");
+    }
     let paths: Vec<String> = (0..8).map(|i| format!("default/key/k{i}")).collect();
-    let mut args: Vec<&str> = vec!["-vvv"];
     args.extend(paths.iter().map(String::as_str));
     args.extend(["--output", dir.to_str().unwrap()]);
-    let out = w.get(&args);
+    let out = agent(&args);
     assert_exit(&out, 0);
     let log = stderr(&out);
     assert!(

@@ -2,7 +2,7 @@
 //! Transport policy: HTTPS with a pinned CA, plain http only when allowed,
 //! URLs checked before any traffic.
 
-use crate::util::{agent, assert_exit, data, stderr, Tls, World};
+use crate::util::{agent, assert_exit, assert_fails_with, data, stderr, Tls, World};
 
 fn tls_world(name: &str) -> World {
     World::new(name, 1, |c| {
@@ -115,12 +115,7 @@ fn an_unreadable_ca_file_is_named() {
         "sample",
         "a/b/c",
     ]);
-    assert_exit(&out, 2);
-    assert!(
-        stderr(&out).contains("read KBS CA file /nonexistent/ca.pem"),
-        "{}",
-        stderr(&out)
-    );
+    assert_fails_with(&out, 2, "read KBS CA file /nonexistent/ca.pem");
     let not_pem = data("README.md");
     let out = agent(&[
         "get",
@@ -132,12 +127,7 @@ fn an_unreadable_ca_file_is_named() {
         "sample",
         "a/b/c",
     ]);
-    assert_exit(&out, 2);
-    assert!(
-        stderr(&out).contains("holds no PEM certificate"),
-        "{}",
-        stderr(&out)
-    );
+    assert_fails_with(&out, 2, "holds no PEM certificate");
 }
 
 #[test]
@@ -145,12 +135,7 @@ fn plain_http_needs_the_opt_in() {
     let w = World::new("http-refused", 1, |_| {});
     let url = w.kbs.url();
     let out = agent(&["get", "--kbs", &url, "--tee", "sample", "default/key/k0"]);
-    assert_exit(&out, 2);
-    assert!(
-        stderr(&out).contains("is plain http: use https, or pass --insecure-http"),
-        "{}",
-        stderr(&out)
-    );
+    assert_fails_with(&out, 2, "is plain http: use https, or pass --insecure-http");
     assert!(w.kbs.requests().is_empty(), "nothing may be sent");
     let out = agent(&[
         "get",
@@ -177,12 +162,7 @@ fn a_url_without_scheme_is_refused_up_front() {
         "sample",
         "default/key/k0",
     ]);
-    assert_exit(&out, 2);
-    assert!(
-        stderr(&out).contains(&format!("has no scheme: write https://{hostport}")),
-        "{}",
-        stderr(&out)
-    );
+    assert_fails_with(&out, 2, &format!("has no scheme: write https://{hostport}"));
     assert!(w.kbs.requests().is_empty());
 }
 

@@ -130,3 +130,11 @@ pub fn stderr(out: &Output) -> String {
 pub fn assert_exit(out: &Output, code: i32) {
     assert_eq!(out.status.code(), Some(code), "stderr:\n{}", stderr(out));
 }
+
+/// Asserts a failure with `code` whose stderr says `needle`.
+#[track_caller]
+pub fn assert_fails_with(out: &Output, code: i32, needle: &str) {
+    assert_exit(out, code);
+    let log = stderr(out);
+    assert!(log.contains(needle), "stderr lacks {needle:?}:\n{log}");
+}

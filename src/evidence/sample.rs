@@ -25,20 +25,14 @@ pub fn evidence(binding: &Binding) -> SampleEvidence {
 mod tests {
     use super::evidence;
     use crate::binding::Binding;
-    use kbs_types::TeePubKey;
+    use crate::testvec::{jwk, NONCE, SAMPLE_REPORT_DATA};
 
     #[test]
     fn spec_vector_report_data() {
-        let key = TeePubKey::EC {
-            crv: "P-256".into(),
-            alg: "ECDH-ES+A256KW".into(),
-            x: "FvCPUXLoAJdGS7r0YU1mnMiD2nzn7OjQP3erVPWcoGA".into(),
-            y: "0b31ECFNLbSgcm1Jgks9gp40jbJbrutK33Uu7pjdvvs".into(),
-        };
-        let b = Binding::compute("AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=", &key, "").unwrap();
+        let b = Binding::compute(NONCE, &jwk(), "").unwrap();
         assert_eq!(
             serde_json::to_string(&evidence(&b)).unwrap(),
-            r#"{"svn":"1","report_data":"VGQ4LAFpv6zXtTgBRr7ZWYV+2V9WvThjgV9PKwBgtdibX77WMU3ELrTgA5o4x6mn"}"#
+            format!(r#"{{"svn":"1","report_data":"{SAMPLE_REPORT_DATA}"}}"#)
         );
     }
 }
