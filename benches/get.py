@@ -3,9 +3,11 @@
 """Benchmark of `cvm-attest get` against the standalone reference KBS on loopback.
 
 Prints, for 1 and 8 resources over plain http and over HTTPS (pinned test CA):
-the agent's wall time per run (median, p90), the reference KBS's own handling
-time per run (from its /refkbs/stats), the difference (what the agent costs),
-and the agent's peak RSS (under GNU time); then the stripped release binary size.
+the agent's wall time per run (median, p90); the reference KBS's own time per
+run, as the CPU time of its one thread (and, for reference, the part spent in
+its request handlers, from /refkbs/stats); the agent's cost, wall median minus
+the KBS's own time; the agent's peak RSS (under GNU time); then the stripped
+release binary size.
 Run through `make bench` (or `sh benches/get.sh`), which builds the release
 binaries first. Not a test: it asserts nothing, it prints figures.
 """
@@ -28,6 +30,8 @@ RUNS = int(os.environ.get("BENCH_RUNS", "50"))
 def start_kbs(resources, work, tls):
     url_file = os.path.join(work, "url-" + ("tls" if tls else "http"))
     args = [REFKBS, "--resources", resources, "--listen", "127.0.0.1:0", "--url-file", url_file, "--quiet"]
+    # One thread: its CPU time is then the KBS's own time, scheduling and all.
+    args += ["--workers", "0"]
     if tls:
         args += ["--tls-cert", os.path.join(TLS, "server.pem"), "--tls-key", os.path.join(TLS, "server.key")]
     proc = subprocess.Popen(args, stdout=subprocess.DEVNULL)
@@ -70,12 +74,23 @@ def run_agent(url, paths, out_dir, rss_file=None):
     return wall
 
 
-def scenario(url, paths, work):
+def cpu_ns(pid):
+    """CPU time of every thread of `pid`, in nanoseconds (schedstat)."""
+    total = 0
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        with open(f"/proc/{pid}/task/{tid}/schedstat") as f:
+            total += int(f.read().split()[0])
+    return total
+
+
+def scenario(kbs_pid, url, paths, work):
     control(url, "/refkbs/stats/reset", "POST")
+    cpu0 = cpu_ns(kbs_pid)
     walls = []
     for i in range(RUNS):
         out = os.path.join(work, f"out-{i}" + (".bin" if len(paths) == 1 else ""))
         walls.append(run_agent(url, paths, out))
+    cpu = (cpu_ns(kbs_pid) - cpu0) / 1e6 / RUNS
     stats = control(url, "/refkbs/stats")
     rss = []
     for i in range(5):
@@ -83,11 +98,21 @@ def scenario(url, paths, work):
         rss_file = os.path.join(work, "rss.txt")
         run_agent(url, paths, out, rss_file)
         rss.append(int(open(rss_file).read().split()[-1]))
-    server = stats["busy_us"] / 1000.0 / RUNS
+    handlers = stats["busy_us"] / 1000.0 / RUNS
     walls.sort()
     med = statistics.median(walls) * 1000
     p90 = walls[int(len(walls) * 0.9) - 1] * 1000
-    return med, p90, server, max(rss)
+    return med, p90, handlers, cpu, max(rss)
+
+
+def spawn_median(cmd, runs=RUNS):
+    """Median wall time to spawn `cmd` and wait for it: this machine's floor."""
+    walls = []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        subprocess.run(cmd, stdout=subprocess.DEVNULL, stdin=subprocess.DEVNULL, check=True)
+        walls.append(time.perf_counter() - t0)
+    return statistics.median(walls) * 1000
 
 
 def main():
@@ -103,16 +128,18 @@ def main():
                 f.write(os.urandom(64))
         paths8 = [f"default/key/k{i}" for i in range(8)]
         print(f"cvm-attest get against the standalone reference KBS on loopback, {RUNS} runs each")
-        print(f"{'scenario':<22}{'wall median':>12}{'wall p90':>10}{'KBS own':>10}{'agent cost':>12}{'peak RSS':>11}")
+        floor, version = spawn_median(["/bin/true"]), spawn_median([AGENT, "--version"])
+        print(f"process floor on this machine: /bin/true {floor:.2f} ms, cvm-attest --version {version:.2f} ms")
+        print(f"{'scenario':<22}{'wall median':>12}{'wall p90':>10}{'KBS CPU':>10}{'(handlers)':>11}{'agent cost':>12}{'peak RSS':>11}")
         results = {}
         for tls in (False, True):
             proc, url = start_kbs(res, work, tls)
             try:
                 for paths in (paths8[:1], paths8):
                     name = f"{'https' if tls else 'http'}, {len(paths)} resource{'s' if len(paths) > 1 else ''}"
-                    med, p90, server, rss = scenario(url, paths, work)
+                    med, p90, handlers, cpu, rss = scenario(proc.pid, url, paths, work)
                     results[(tls, len(paths))] = med
-                    print(f"{name:<22}{med:>9.2f} ms{p90:>7.2f} ms{server:>7.2f} ms{med - server:>9.2f} ms{rss / 1024:>7.2f} MiB")
+                    print(f"{name:<22}{med:>9.2f} ms{p90:>7.2f} ms{cpu:>7.2f} ms{handlers:>8.2f} ms{med - cpu:>9.2f} ms{rss / 1024:>7.2f} MiB")
             finally:
                 proc.terminate()
                 proc.wait()

@@ -47,6 +47,9 @@ struct Args {
     /// Do not log the causes of failed requests to stderr.
     #[arg(long)]
     quiet: bool,
+    /// Worker threads; 0 serves everything on one thread
+    #[arg(long, value_name = "N")]
+    workers: Option<usize>,
 }
 
 fn main() -> ExitCode {
@@ -75,11 +78,20 @@ fn run(args: Args) -> Result<()> {
 
     let state = Arc::new(State::new(&config)?);
     let acceptor = config.tls.as_ref().map(tls_acceptor).transpose()?;
-    // Like actix (Trustee's server): one worker per core.
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("build tokio runtime")?;
+    // Like actix (Trustee's server): by default one worker per core.
+    let runtime = match args.workers {
+        Some(0) => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build(),
+        Some(n) => tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(n)
+            .enable_all()
+            .build(),
+        None => tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build(),
+    }
+    .context("build tokio runtime")?;
     runtime.block_on(async {
         let listener = tokio::net::TcpListener::bind(config.listen)
             .await
