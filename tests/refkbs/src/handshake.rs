@@ -121,6 +121,7 @@ fn try_attest(state: &State, headers: &HeaderMap, body: &[u8]) -> Result<Reply> 
         tee,
         &attestation.tee_evidence.primary_evidence,
         &report_data,
+        &state.roots,
     )
     .with_context(|| format!("verify {tee:?} evidence"))?;
     let encoded = STANDARD.encode(report_data);

@@ -52,6 +52,9 @@ pub struct Config {
     pub token_lifetime: Duration,
     /// Silence the diagnostics on stderr.
     pub quiet: bool,
+    /// The AMD root key (PEM or DER) SNP evidence must chain to; without it
+    /// `snp` evidence is rejected. Tests use `tests/data/snp-test-pki/ark.pem`.
+    pub snp_ark: Option<PathBuf>,
 }
 
 impl Config {
@@ -65,6 +68,7 @@ impl Config {
             session_timeout: Duration::from_secs(5 * 60),
             token_lifetime: Duration::from_secs(5 * 60),
             quiet: false,
+            snp_ark: None,
         }
     }
 }

@@ -47,6 +47,9 @@ struct Args {
     /// Do not log the causes of failed requests to stderr.
     #[arg(long)]
     quiet: bool,
+    /// Trusted AMD root key (PEM or DER) for `snp` evidence.
+    #[arg(long, value_name = "CERT")]
+    snp_ark: Option<PathBuf>,
     /// Worker threads; 0 serves everything on one thread
     #[arg(long, value_name = "N")]
     workers: Option<usize>,
@@ -75,6 +78,7 @@ fn run(args: Args) -> Result<()> {
     config.session_timeout = Duration::from_secs(args.session_timeout);
     config.token_lifetime = Duration::from_secs(args.token_lifetime);
     config.quiet = args.quiet;
+    config.snp_ark = args.snp_ark;
 
     let state = Arc::new(State::new(&config)?);
     let acceptor = config.tls.as_ref().map(tls_acceptor).transpose()?;

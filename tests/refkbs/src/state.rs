@@ -15,6 +15,7 @@ use crate::fault::{Endpoint, Fault, FaultKind, FaultQueue};
 use crate::policy::Policy;
 use crate::session::{self, Sessions};
 use crate::token::Signer;
+use crate::verifier::Roots;
 use crate::Config;
 
 /// One request as received.
@@ -60,6 +61,7 @@ pub struct State {
     quiet: bool,
     pub(crate) rng: SystemRandom,
     pub(crate) signer: Signer,
+    pub(crate) roots: Roots,
     sessions: Mutex<Sessions>,
     tokens: Mutex<Tokens>,
     faults: Mutex<FaultQueue>,
@@ -85,6 +87,7 @@ impl State {
             quiet: config.quiet,
             rng: SystemRandom::new(),
             signer: Signer::new()?,
+            roots: Roots::load(config)?,
             sessions: Mutex::default(),
             tokens: Mutex::default(),
             faults: Mutex::default(),

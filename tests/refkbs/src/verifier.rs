@@ -3,8 +3,12 @@
 //!
 //! Each verifier checks that the evidence binds `report_data` (the 48-byte
 //! SHA-384 digest of the canonical runtime data, computed once by the caller)
-//! and returns the TEE claims that go into the token. Only `sample` exists so
-//! far; `snp`, `tdx`, `tpm` and `az-*-vtpm` are future arms.
+//! and returns the TEE claims that go into the token: `sample` here, `snp` and
+//! `tdx` in their own files; `tpm` and `az-*-vtpm` are future arms.
+//! [`Roots`] holds what the verifiers trust, loaded once from [`Config`].
+
+mod snp;
+mod tdx;
 
 use anyhow::{anyhow, bail, Context as _, Result};
 use base64::engine::general_purpose::STANDARD;
@@ -12,11 +16,44 @@ use base64::Engine as _;
 use kbs_types::Tee;
 use serde::Deserialize;
 use serde_json::{json, Value};
+use sev::certs::snp::Certificate;
+
+use crate::Config;
+
+/// Trust anchors of the verifiers.
+#[derive(Debug, Default)]
+pub(crate) struct Roots {
+    /// The AMD root key SNP VCEKs must chain to (no built-in AMD roots here).
+    pub(crate) snp_ark: Option<Certificate>,
+}
+
+impl Roots {
+    pub(crate) fn load(config: &Config) -> Result<Roots> {
+        let snp_ark = match &config.snp_ark {
+            None => None,
+            Some(path) => {
+                let bytes = std::fs::read(path)
+                    .with_context(|| format!("read SNP ARK {}", path.display()))?;
+                let cert = snp::parse_cert(&bytes)
+                    .with_context(|| format!("parse SNP ARK {}", path.display()))?;
+                Some(cert)
+            }
+        };
+        Ok(Roots { snp_ark })
+    }
+}
 
 /// Verifies `evidence` from a `tee` guest against the expected binding digest.
-pub fn verify(tee: Tee, evidence: &Value, report_data: &[u8; 48]) -> Result<Value> {
+pub(crate) fn verify(
+    tee: Tee,
+    evidence: &Value,
+    report_data: &[u8; 48],
+    roots: &Roots,
+) -> Result<Value> {
     match tee {
         Tee::Sample => sample(evidence, report_data),
+        Tee::Snp => snp::verify(evidence, report_data, roots.snp_ark.as_ref()),
+        Tee::Tdx => tdx::verify(evidence, report_data),
         other => bail!("no verifier for TEE {other:?} in refkbs"),
     }
 }
@@ -55,10 +92,12 @@ mod tests {
     use kbs_types::Tee;
     use serde_json::json;
 
-    use super::verify;
+    use super::{verify, Roots};
 
     #[test]
     fn sample_binding() {
+        let verify =
+            |tee, ev: &serde_json::Value, d: &[u8; 48]| verify(tee, ev, d, &Roots::default());
         let digest = [7u8; 48];
         let good = json!({"svn": "1", "report_data": STANDARD.encode(digest)});
         assert!(verify(Tee::Sample, &good, &digest).is_ok());

@@ -1,0 +1,203 @@
+// SPDX-License-Identifier: Apache-2.0
+//! `snp` evidence (kbs-protocol.md §4.2), checked like Trustee's
+//! `deps/verifier/src/snp/mod.rs` `Snp::evaluate`, with one difference: the
+//! VCEK is never fetched from AMD KDS, so it must come in `cert_chain` and
+//! chain (through the ASK in `cert_chain`) to the ARK the refkbs was
+//! configured to trust (`Config::snp_ark`).
+//!
+//! Rules: report version 3..=5 (v2 is rejected), VMPL 0, the first VCEK or
+//! VLEK of `cert_chain` is the VEK, ARK → ASK → VEK verifies (RSA-PSS, AMD
+//! KDS spec 57230), the VEK signs the report re-encoded from its fields (ECDSA
+//! P-384 over bytes 0..0x2A0, SEV-SNP ABI 56860), and REPORT_DATA equals the
+//! 48-byte digest followed by 16 zero bytes (§3.3). VCEK TCB extensions are
+//! not compared with `reported_tcb`.
+
+use anyhow::{anyhow, bail, Context as _, Result};
+use serde::Deserialize;
+use serde_json::{json, Value};
+use sev::certs::snp::{ca, Certificate, Chain, Verifiable};
+use sev::firmware::guest::AttestationReport;
+use sev::firmware::host::{CertTableEntry, CertType};
+
+/// Trustee `SnpEvidence`.
+#[derive(Deserialize)]
+struct SnpEvidence {
+    attestation_report: AttestationReport,
+    cert_chain: Option<Vec<CertTableEntry>>,
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// A PEM or DER certificate (sev's `from_bytes` exists only with OpenSSL).
+pub(super) fn parse_cert(bytes: &[u8]) -> std::io::Result<Certificate> {
+    if bytes.starts_with(b"-----BEGIN") {
+        Certificate::from_pem(bytes)
+    } else {
+        Certificate::from_der(bytes)
+    }
+}
+
+fn cert(chain: &[CertTableEntry], types: &[CertType]) -> Option<Certificate> {
+    let entry = chain.iter().find(|e| types.contains(&e.cert_type))?;
+    parse_cert(&entry.data).ok()
+}
+
+/// Verifies `snp` evidence against the expected digest and the trusted ARK.
+pub(super) fn verify(
+    evidence: &Value,
+    expected: &[u8; 48],
+    ark: Option<&Certificate>,
+) -> Result<Value> {
+    let ark = ark.ok_or_else(|| {
+        anyhow!("no trusted SNP ARK is configured (refkbs --snp-ark): cannot verify snp evidence")
+    })?;
+    let evidence = SnpEvidence::deserialize(evidence).context("parse snp evidence")?;
+    let report = evidence.attestation_report;
+    if !(3..=5).contains(&report.version) {
+        bail!(
+            "SNP report version {} is not supported (3 to 5)",
+            report.version
+        );
+    }
+    if report.vmpl != 0 {
+        bail!("SNP report is for VMPL {}, not 0", report.vmpl);
+    }
+    let chain = evidence.cert_chain.ok_or_else(|| {
+        anyhow!("snp evidence has no cert_chain and refkbs cannot fetch the VCEK from AMD KDS")
+    })?;
+    let vek = cert(&chain, &[CertType::VCEK, CertType::VLEK])
+        .ok_or_else(|| anyhow!("cert_chain holds no parsable VCEK or VLEK"))?;
+    let ask = cert(&chain, &[CertType::ASK])
+        .ok_or_else(|| anyhow!("cert_chain holds no parsable ASK"))?;
+    if let Some(supplied) = cert(&chain, &[CertType::ARK]) {
+        if supplied != *ark {
+            bail!("the ARK in cert_chain is not the trusted ARK");
+        }
+    }
+    let chain = Chain {
+        ca: ca::Chain {
+            ark: ark.clone(),
+            ask,
+        },
+        vek,
+    };
+    (&chain)
+        .verify()
+        .context("verify ARK -> ASK -> VEK against the trusted ARK")?;
+    // sev's report verification unwraps its own re-encoding: encode first.
+    report
+        .write_bytes(Vec::with_capacity(1184))
+        .context("re-encode the SNP report")?;
+    (&chain.vek, &report)
+        .verify()
+        .context("verify the SNP report signature")?;
+    let mut wanted = [0u8; 64];
+    wanted[..48].copy_from_slice(expected);
+    if *report.report_data != wanted {
+        bail!("SNP report_data is not the runtime-data digest followed by 16 zero bytes");
+    }
+    let fields = serde_json::to_value(report).context("serialize the SNP report")?;
+    Ok(json!({
+        "version": report.version,
+        "measurement": hex(&*report.measurement),
+        "host_data": hex(&*report.host_data),
+        "report_data": hex(&*report.report_data),
+        "chip_id": hex(&*report.chip_id),
+        "policy": fields["policy"],
+        "guest_svn": report.guest_svn,
+        "vmpl": report.vmpl,
+        "reported_tcb": fields["reported_tcb"],
+        "platform_version": fields["current"],
+        "cpuid": [report.cpuid_fam_id, report.cpuid_mod_id, report.cpuid_step],
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::{json, Value};
+    use sev::certs::snp::Certificate;
+    use sev::firmware::guest::AttestationReport;
+    use sev::firmware::host::{CertTableEntry, CertType};
+    use tee_emu::snp;
+
+    use super::{parse_cert, verify};
+
+    const DIGEST: [u8; 48] = [0x3c; 48];
+
+    fn bound() -> [u8; 64] {
+        let mut data = [0u8; 64];
+        data[..48].copy_from_slice(&DIGEST);
+        data
+    }
+
+    fn evidence(report: &AttestationReport) -> Value {
+        let raw = snp::sign(report).unwrap();
+        let parsed = AttestationReport::from_bytes(&raw).unwrap();
+        let chain = [
+            (CertType::VCEK, snp::VCEK_DER),
+            (CertType::ASK, snp::ASK_DER),
+            (CertType::ARK, snp::ARK_DER),
+        ]
+        .map(|(t, der)| CertTableEntry::new(t, der.to_vec()));
+        json!({"attestation_report": parsed, "cert_chain": chain})
+    }
+
+    fn ark(name: &str) -> Certificate {
+        parse_cert(&std::fs::read(snp::pki_dir().join(name)).unwrap()).unwrap()
+    }
+
+    #[test]
+    fn accepts_an_emulator_report() {
+        let good = evidence(&snp::template(&bound(), 0));
+        let claims = verify(&good, &DIGEST, Some(&ark("ark.pem"))).unwrap();
+        assert_eq!(claims["version"], 3);
+        assert_eq!(claims["measurement"].as_str().unwrap().len(), 96);
+        assert_eq!(claims["reported_tcb"]["snp"], 23);
+        // The same evidence through the JSON text, as the KBS receives it.
+        let text = serde_json::to_string(&good).unwrap();
+        let again: Value = serde_json::from_str(&text).unwrap();
+        assert!(verify(&again, &DIGEST, Some(&ark("ark.der"))).is_ok());
+    }
+
+    #[test]
+    fn rejects_bad_evidence() {
+        let trusted = ark("ark.pem");
+        let check = |ev: &Value| {
+            verify(ev, &DIGEST, Some(&trusted))
+                .map(|_| ())
+                .unwrap_err()
+                .to_string()
+        };
+        let good = evidence(&snp::template(&bound(), 0));
+
+        assert!(check(&evidence(&snp::template(&[0x3c; 64], 0))).contains("report_data"));
+        let mut v2 = snp::template(&bound(), 0);
+        v2.version = 2;
+        assert!(check(&evidence(&v2)).contains("version 2"));
+        assert!(check(&evidence(&snp::template(&bound(), 1))).contains("VMPL 1"));
+
+        let mut tampered = good.clone();
+        tampered["attestation_report"]["measurement"][0] = json!(0);
+        assert!(check(&tampered).contains("signature"));
+
+        let mut no_chain = good.clone();
+        no_chain["cert_chain"] = Value::Null;
+        assert!(check(&no_chain).contains("KDS"));
+
+        let other = ark("other-ark.pem");
+        let err = verify(&good, &DIGEST, Some(&other))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("trusted ARK"), "{err}");
+        let mut no_ark = good.clone();
+        no_ark["cert_chain"].as_array_mut().unwrap().pop();
+        let err = verify(&no_ark, &DIGEST, Some(&other)).unwrap_err();
+        assert!(format!("{err:#}").contains("ASK"), "{err:#}");
+        assert!(verify(&good, &DIGEST, None)
+            .unwrap_err()
+            .to_string()
+            .contains("--snp-ark"));
+    }
+}

@@ -1,0 +1,31 @@
+// SPDX-License-Identifier: Apache-2.0
+//! tee-emu: emulators of the Linux kernel's confidential-computing guest
+//! interfaces, for cvm-attest's tests on machines without TEE hardware.
+//!
+//! * [`TsmEmulator`], configfs-tsm (Documentation/ABI/testing/configfs-tsm-report)
+//!   over FUSE, with the `sev_guest` and `tdx_guest` providers.
+//! * [`SevGuestEmulator`], `/dev/sev-guest` (include/uapi/linux/sev-guest.h)
+//!   over FUSE, answering `SNP_GET_REPORT` and `SNP_GET_EXT_REPORT`.
+//! * [`snp`] and [`tdx`], the evidence both produce — SNP v3 reports signed by
+//!   the test VCEK of `tests/data/snp-test-pki`, TDX v4 quotes re-signed by a
+//!   test attestation key — usable directly by verifiers' tests.
+//!
+//! The emulators mount with `mount(2)` and so need root and `/dev/fuse`
+//! ([`can_run`] tells tests when to skip). Dropping one unmounts it.
+
+mod mount;
+mod remote;
+mod sev_guest;
+mod sev_ioctl;
+pub mod snp;
+pub mod tdx;
+mod tsm;
+mod tsm_fs;
+
+pub use mount::{can_run, fuse_usable, FuseMount};
+pub use sev_guest::{
+    SevGuestEmulator, SevGuestFaults, SevGuestKnobs, SEV_RET_AEAD_OFLOW, SEV_RET_INVALID_PARAM,
+    SEV_RET_RESOURCE_LIMIT, SNP_GET_EXT_REPORT, SNP_GET_REPORT, VMM_ERR_BUSY, VMM_ERR_INVALID_LEN,
+};
+pub use tsm::{Provider, TsmFaults, TsmKnobs, INBLOB_MAX};
+pub use tsm_fs::TsmEmulator;
