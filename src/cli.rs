@@ -52,6 +52,29 @@ DIR/<repo>/<type>/<tag> for each. Files are created with mode 0600, all or none.
     Get(GetArgs),
     /// Print the Attestation body the agent would send for a nonce (no network)
     Evidence(EvidenceArgs),
+    /// Show which TEE interfaces this guest offers, whether each works, and the platform chosen
+    Probe(ProbeArgs),
+    /// Decode a raw SNP report, TDX quote (v4/v5) or Azure HCL report, found by its contents
+    Decode(DecodeArgs),
+}
+
+#[derive(Args)]
+pub struct DecodeArgs {
+    /// The report, quote or HCL report (raw bytes)
+    pub file: PathBuf,
+    /// Print JSON instead of text
+    #[arg(long)]
+    pub json: bool,
+    /// Verify an SNP report's signature with this VCEK (DER or PEM)
+    #[arg(long, value_name = "CERT")]
+    pub vcek: Option<PathBuf>,
+}
+
+#[derive(Args)]
+pub struct ProbeArgs {
+    /// Print JSON instead of text
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Args)]

@@ -1,16 +1,19 @@
 // SPDX-License-Identifier: Apache-2.0
 //! The commands an operator runs by hand: `get` and `evidence`.
 
+use std::io::Write;
+
 use anyhow::{Context, Result};
 use base64::{engine::general_purpose::STANDARD, Engine};
 use ring::rand::{SecureRandom, SystemRandom};
 
-use crate::cli::{EvidenceArgs, GetArgs};
+use crate::cli::{EvidenceArgs, GetArgs, ProbeArgs};
 use crate::evidence::Platform;
-use crate::exit::Usage;
+use crate::exit::{self, Shown, Usage};
 use crate::http::Transport;
 use crate::kbs::{self, Client};
 use crate::output::Output;
+use crate::probe;
 use crate::resource::ResourcePath;
 use crate::teekey::TeeKey;
 
@@ -48,6 +51,28 @@ pub fn evidence(args: EvidenceArgs) -> Result<()> {
     let key = TeeKey::generate()?;
     let body = kbs::attestation(platform, &key, &nonce)?;
     let json = serde_json::to_string(&body).context("serialize the attestation")?;
-    println!("{json}");
-    Ok(())
+    print_out(&format!("{json}\n"))
+}
+
+/// `probe`: the interfaces and the platform; fails when there is none.
+pub fn probe(args: ProbeArgs) -> Result<()> {
+    let probe = probe::run();
+    if args.json {
+        print_out(&(serde_json::to_string_pretty(&probe).context("serialize the probe")? + "\n"))?;
+    } else {
+        print_out(&probe.render())?;
+    }
+    match probe.platform {
+        Some(_) => Ok(()),
+        None => Err(Shown(exit::NO_TEE).into()),
+    }
+}
+
+/// Writes a command's output; a reader that went away (`| head`) is not an error.
+pub fn print_out(text: &str) -> Result<()> {
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        other => other.context("write to stdout"),
+    }
 }

@@ -2,10 +2,11 @@
 //! Exit codes, part of the interface (README "Exit codes"):
 //! 0 done; 1 any other failure; 2 bad arguments (found before any traffic);
 //! 3 the KBS refused (policy, attestation, missing resource, protocol);
-//! 4 the KBS unreachable or failing within the deadline.
+//! 4 the KBS unreachable or failing within the deadline; 5 no usable TEE.
 
 use std::process::ExitCode;
 
+use crate::evidence::NoPlatform;
 use crate::http::TransportError;
 use crate::jwe::JweError;
 use crate::problem::KbsError;
@@ -14,15 +15,25 @@ pub const FAILURE: u8 = 1;
 pub const USAGE: u8 = 2;
 pub const REFUSED: u8 = 3;
 pub const UNREACHABLE: u8 = 4;
+pub const NO_TEE: u8 = 5;
 
 /// Marks an error in the command line's values.
 #[derive(Debug, thiserror::Error)]
 #[error("{0:#}")]
 pub struct Usage(pub anyhow::Error);
 
+/// A failure already shown on stdout (e.g. `probe` found nothing): exit with
+/// the code, log nothing more.
+#[derive(Debug, thiserror::Error)]
+#[error("exit {0}")]
+pub struct Shown(pub u8);
+
 /// The exit code for an error chain.
 pub fn code(err: &anyhow::Error) -> ExitCode {
     for cause in err.chain() {
+        if let Some(Shown(code)) = cause.downcast_ref::<Shown>() {
+            return ExitCode::from(*code);
+        }
         if cause.is::<Usage>() {
             return ExitCode::from(USAGE);
         }
@@ -36,6 +47,9 @@ pub fn code(err: &anyhow::Error) -> ExitCode {
         }
         if cause.is::<JweError>() {
             return ExitCode::from(REFUSED);
+        }
+        if cause.is::<NoPlatform>() {
+            return ExitCode::from(NO_TEE);
         }
         if cause.is::<TransportError>() {
             return ExitCode::from(UNREACHABLE);

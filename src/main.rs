@@ -9,6 +9,7 @@
 mod binding;
 mod cli;
 mod commands;
+mod eventlog;
 mod evidence;
 mod exit;
 mod http;
@@ -16,12 +17,17 @@ mod jwe;
 mod kbs;
 mod logger;
 mod output;
+mod probe;
 mod problem;
+mod report;
 mod resource;
 mod retry;
+mod root;
+mod sevguest;
 mod teekey;
 #[cfg(test)]
 mod testvec;
+mod tsm;
 
 use std::process::ExitCode;
 
@@ -47,12 +53,18 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Get(args) => commands::get(args).await,
             Command::Evidence(args) => commands::evidence(args),
+            Command::Probe(args) => commands::probe(args),
+            Command::Decode(args) => {
+                report::decode_file(&args.file, args.json, args.vcek.as_deref())
+            }
         }
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            log::error!("{e:#}");
+            if !e.is::<exit::Shown>() {
+                log::error!("{e:#}");
+            }
             exit::code(&e)
         }
     }

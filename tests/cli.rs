@@ -2,7 +2,7 @@
 //! Command-line behaviour that needs no KBS: help, version, refusals made
 //! before any traffic.
 
-use crate::util::{agent, agent_cmd, assert_exit, assert_fails_with};
+use crate::util::{agent, agent_cmd, assert_exit, assert_fails_with, stderr};
 
 #[test]
 fn version_and_help_read_well() {
@@ -67,8 +67,14 @@ fn several_resources_need_a_directory() {
 
 #[test]
 fn no_tee_is_chosen_silently() {
-    let out = agent(&["evidence"]);
-    assert_fails_with(&out, 1, "pass --tee sample");
+    // An empty root: no TEE interface at all. `sample` is never the fallback.
+    let root = crate::util::TempDir::new("no-tee");
+    let out = agent_cmd(&["evidence"])
+        .env("CVM_ATTEST_ROOT", root.path())
+        .output()
+        .unwrap();
+    assert_fails_with(&out, 5, "no TEE platform detected: no TEE interface found");
+    assert!(stderr(&out).contains("or name one with --tee"));
     assert!(out.stdout.is_empty());
 }
 

@@ -5,8 +5,11 @@
 mod util;
 
 mod cli;
+mod decode;
 mod faults;
 mod get;
 mod leaks;
+mod probe;
+mod tee;
 mod tls;
 mod wire;

@@ -1,0 +1,319 @@
+// SPDX-License-Identifier: Apache-2.0
+//! Hardware evidence through the FUSE emulators of configfs-tsm and
+//! `/dev/sev-guest` (tests/tee-emu), end to end against the reference KBS,
+//! which checks the binding, the SNP signature and chain, and the TDX quote
+//! signature. The agent's unmodified code paths run, moved under a test root
+//! with `CVM_ATTEST_ROOT`. Needs root and /dev/fuse: without them each test
+//! prints `SKIPPED …` and returns (CI has both).
+
+use std::path::Path;
+use std::process::Output;
+
+use base64::{engine::general_purpose::STANDARD, Engine};
+use sev::certs::snp::{Certificate, Verifiable};
+use sev::firmware::guest::AttestationReport;
+use tee_emu::{can_run, Provider, SevGuestEmulator, TsmEmulator};
+
+use crate::util::{agent_cmd, assert_exit, assert_fails_with, data, stderr, TempDir, World};
+
+fn world(name: &str) -> World {
+    World::new(name, 2, |c| c.snp_ark = Some(data("snp-test-pki/ark.pem")))
+}
+
+/// `cvm-attest get` under `root`.
+fn get_in(w: &World, root: &Path, extra: &[&str]) -> Output {
+    let url = w.kbs.url();
+    let mut args = vec!["get", "--kbs", &url, "--insecure-http", "--timeout", "20"];
+    args.extend_from_slice(extra);
+    agent_cmd(&args)
+        .env("CVM_ATTEST_ROOT", root)
+        .output()
+        .unwrap()
+}
+
+fn attest_body(w: &World) -> serde_json::Value {
+    let r = w
+        .kbs
+        .requests()
+        .into_iter()
+        .find(|r| r.path == "/kbs/v0/attest")
+        .expect("an attest request");
+    serde_json::from_str(&r.body).unwrap()
+}
+
+#[test]
+fn snp_through_configfs_tsm_end_to_end() {
+    if !can_run("snp_through_configfs_tsm_end_to_end") {
+        return;
+    }
+    let root = TempDir::new("snp-tsm");
+    let tsm = TsmEmulator::mount(root.path(), Provider::Sev).unwrap();
+    let w = world("snp-tsm");
+    let out = get_in(&w, root.path(), &["--tee", "snp", "default/key/k0"]);
+    assert_exit(&out, 0);
+    assert_eq!(out.stdout, w.secret("default/key/k0"));
+    let s = w.kbs.stats();
+    assert_eq!(
+        (s.auth, s.attest, s.resource),
+        (1, 1, 1),
+        "the KBS verified the SNP evidence"
+    );
+    let ev = &attest_body(&w)["tee-evidence"]["primary_evidence"];
+    assert_eq!(ev["attestation_report"]["version"], 3);
+    let types: Vec<&str> = ev["cert_chain"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["cert_type"].as_str().unwrap())
+        .collect();
+    assert_eq!(types, ["VCEK", "ASK", "ARK"]);
+    assert!(
+        tsm.knobs().entries().is_empty(),
+        "the agent removed its configfs-tsm entry"
+    );
+}
+
+#[test]
+fn snp_is_detected_without_tee() {
+    if !can_run("snp_is_detected_without_tee") {
+        return;
+    }
+    let root = TempDir::new("snp-detect");
+    let _tsm = TsmEmulator::mount(root.path(), Provider::Sev).unwrap();
+    let w = world("snp-detect");
+    let out = get_in(&w, root.path(), &["default/key/k1"]);
+    assert_exit(&out, 0);
+    assert!(
+        stderr(&out).contains("platform: snp (configfs-tsm provider sev_guest)"),
+        "{}",
+        stderr(&out)
+    );
+    let probe = agent_cmd(&["probe"])
+        .env("CVM_ATTEST_ROOT", root.path())
+        .output()
+        .unwrap();
+    assert_exit(&probe, 0);
+    assert!(
+        String::from_utf8_lossy(&probe.stdout).contains("usable  "),
+        "{:?}",
+        probe
+    );
+}
+
+#[test]
+fn evidence_verifies_offline_and_binds_the_nonce() {
+    if !can_run("evidence_verifies_offline_and_binds_the_nonce") {
+        return;
+    }
+    let root = TempDir::new("snp-evidence");
+    let _tsm = TsmEmulator::mount(root.path(), Provider::Sev).unwrap();
+    let nonce = "MA4MNmwI5AMyYOZw7D1X2+geOluG/aCz//kGU8ygfoE=";
+    let out = agent_cmd(&["evidence", "--tee", "snp", "--nonce", nonce])
+        .env("CVM_ATTEST_ROOT", root.path())
+        .output()
+        .unwrap();
+    assert_exit(&out, 0);
+    let body: kbs_types::Attestation = serde_json::from_slice(&out.stdout).unwrap();
+    let ev = &body.tee_evidence.primary_evidence;
+    // Re-encode the report exactly as the verifier does and check the signature.
+    let report: AttestationReport =
+        serde_json::from_value(ev["attestation_report"].clone()).unwrap();
+    let mut raw = Vec::new();
+    report.write_bytes(&mut raw).unwrap();
+    assert_eq!(raw.len(), 1184);
+    let vcek: Vec<u8> = serde_json::from_value(ev["cert_chain"][0]["data"].clone()).unwrap();
+    let vcek = Certificate::from_der(&vcek).unwrap();
+    (&vcek, &AttestationReport::from_bytes(&raw).unwrap())
+        .verify()
+        .expect("signature over the re-encoded report");
+    // REPORT_DATA = SHA-384(JCS(runtime data)) ‖ 16 zero bytes.
+    let claims = serde_json::json!({"additional-evidence": "", "nonce": nonce, "tee-pubkey": body.runtime_data.tee_pubkey});
+    let digest = ring::digest::digest(
+        &ring::digest::SHA384,
+        &serde_json_canonicalizer::to_vec(&claims).unwrap(),
+    );
+    assert_eq!(&report.report_data[..48], digest.as_ref());
+    assert_eq!(report.report_data[48..], [0u8; 16]);
+    assert_eq!(report.vmpl, 0);
+}
+
+#[test]
+fn snp_through_dev_sev_guest_grows_the_certificate_buffer() {
+    if !can_run("snp_through_dev_sev_guest_grows_the_certificate_buffer") {
+        return;
+    }
+    let root = TempDir::new("snp-dev");
+    let dev = SevGuestEmulator::mount(root.path()).unwrap();
+    let w = world("snp-dev");
+    let out = get_in(&w, root.path(), &["--tee", "snp", "default/key/k0"]);
+    assert_exit(&out, 0);
+    assert_eq!(out.stdout, w.secret("default/key/k0"));
+    assert_eq!(w.kbs.stats().attest, 1);
+    assert!(
+        dev.knobs().faults().requests >= 2,
+        "a first request with a too-small certificate buffer, then one that fits"
+    );
+    assert_eq!(
+        attest_body(&w)["tee-evidence"]["primary_evidence"]["cert_chain"][0]["cert_type"],
+        "VCEK"
+    );
+}
+
+#[test]
+fn tdx_through_configfs_tsm_with_the_event_log() {
+    if !can_run("tdx_through_configfs_tsm_with_the_event_log") {
+        return;
+    }
+    let root = TempDir::new("tdx-tsm");
+    let tsm = TsmEmulator::mount(root.path(), Provider::Tdx).unwrap();
+    let ccel = root.path().join("sys/firmware/acpi/tables/data");
+    std::fs::create_dir_all(&ccel).unwrap();
+    std::fs::copy(data("tdx/ccel.bin"), ccel.join("CCEL")).unwrap();
+    let w = world("tdx-tsm");
+    let out = get_in(&w, root.path(), &["--tee", "tdx", "default/key/k0"]);
+    assert_exit(&out, 0);
+    assert_eq!(out.stdout, w.secret("default/key/k0"));
+    let ev = &attest_body(&w)["tee-evidence"]["primary_evidence"];
+    let quote = STANDARD.decode(ev["quote"].as_str().unwrap()).unwrap();
+    assert_eq!(u16::from_le_bytes([quote[0], quote[1]]), 4);
+    let log = STANDARD
+        .decode(ev["cc_eventlog"].as_str().unwrap())
+        .unwrap();
+    assert!(log.len() < 1 << 20, "trimmed from the 1 MiB region");
+    assert!(log.ends_with(&[0xFF; 8]));
+    assert!(tsm.knobs().entries().is_empty());
+}
+
+#[test]
+fn a_ccel_that_does_not_parse_is_left_out() {
+    if !can_run("a_ccel_that_does_not_parse_is_left_out") {
+        return;
+    }
+    let root = TempDir::new("tdx-badlog");
+    let _tsm = TsmEmulator::mount(root.path(), Provider::Tdx).unwrap();
+    let ccel = root.path().join("sys/firmware/acpi/tables/data");
+    std::fs::create_dir_all(&ccel).unwrap();
+    let mut bad = std::fs::read(data("tdx/ccel.bin")).unwrap();
+    bad[40..44].copy_from_slice(&0xFFFF_FF00u32.to_le_bytes()); // the Spec ID event's size field
+    std::fs::write(ccel.join("CCEL"), bad).unwrap();
+    let w = world("tdx-badlog");
+    let out = get_in(&w, root.path(), &["--tee", "tdx", "default/key/k0"]);
+    assert_exit(&out, 0);
+    assert!(stderr(&out).contains("does not parse"), "{}", stderr(&out));
+    assert_eq!(
+        attest_body(&w)["tee-evidence"]["primary_evidence"]["cc_eventlog"],
+        serde_json::Value::Null
+    );
+}
+
+/// Each bad input: the knob, the command, the code, the message.
+#[test]
+fn bad_inputs_fail_clearly() {
+    if !can_run("bad_inputs_fail_clearly") {
+        return;
+    }
+    let nonce = ["--nonce", "n"];
+    // A truncated report from configfs-tsm.
+    let root = TempDir::new("bad-trunc");
+    let tsm = TsmEmulator::mount(root.path(), Provider::Sev).unwrap();
+    tsm.knobs().update(|f| f.outblob_len = Some(1000));
+    let out = agent_cmd(&["evidence", "--tee", "snp", nonce[0], nonce[1]])
+        .env("CVM_ATTEST_ROOT", root.path())
+        .output()
+        .unwrap();
+    assert_fails_with(&out, 1, "parse the 1000-byte SNP report from configfs-tsm");
+    // The wrong provider for the named TEE.
+    tsm.knobs().update(|f| {
+        f.outblob_len = None;
+        f.provider = Some(Provider::Tdx)
+    });
+    let out = agent_cmd(&["evidence", "--tee", "snp", nonce[0], nonce[1]])
+        .env("CVM_ATTEST_ROOT", root.path())
+        .output()
+        .unwrap();
+    assert_fails_with(&out, 1, "has provider 'tdx_guest', not 'sev_guest'");
+    // A concurrent writer: once is retried, always is an error.
+    tsm.knobs().update(|f| {
+        f.provider = Some(Provider::Sev);
+        f.race = 1
+    });
+    let out = agent_cmd(&["evidence", "--tee", "snp", nonce[0], nonce[1]])
+        .env("CVM_ATTEST_ROOT", root.path())
+        .output()
+        .unwrap();
+    assert_exit(&out, 0);
+    assert!(
+        stderr(&out).contains("changed under us"),
+        "{}",
+        stderr(&out)
+    );
+    tsm.knobs().update(|f| f.race = 10);
+    let out = agent_cmd(&["evidence", "--tee", "snp", nonce[0], nonce[1]])
+        .env("CVM_ATTEST_ROOT", root.path())
+        .output()
+        .unwrap();
+    assert_fails_with(&out, 1, "another process wrote to the configfs-tsm report");
+    // No permission to create an entry.
+    tsm.knobs().update(|f| {
+        f.race = 0;
+        f.deny = true
+    });
+    let out = agent_cmd(&["evidence", "--tee", "snp", nonce[0], nonce[1]])
+        .env("CVM_ATTEST_ROOT", root.path())
+        .output()
+        .unwrap();
+    assert_fails_with(&out, 1, "permission denied creating a report");
+    assert!(
+        tsm.knobs().entries().is_empty(),
+        "no entry is left behind on any path"
+    );
+    drop(tsm);
+
+    // The ioctl device: busy, then fine; always busy; firmware error; no permission.
+    let root = TempDir::new("bad-dev");
+    let dev = SevGuestEmulator::mount(root.path()).unwrap();
+    dev.knobs().update(|f| f.busy = 2);
+    let out = agent_cmd(&["evidence", "--tee", "snp", nonce[0], nonce[1]])
+        .env("CVM_ATTEST_ROOT", root.path())
+        .output()
+        .unwrap();
+    assert_exit(&out, 0);
+    assert_eq!(
+        stderr(&out)
+            .matches("is busy serving another request")
+            .count(),
+        2,
+        "{}",
+        stderr(&out)
+    );
+    dev.knobs().update(|f| f.busy = 100);
+    let out = agent_cmd(&["evidence", "--tee", "snp", nonce[0], nonce[1]])
+        .env("CVM_ATTEST_ROOT", root.path())
+        .output()
+        .unwrap();
+    assert_fails_with(&out, 1, "is busy serving another request");
+    dev.knobs().update(|f| {
+        f.busy = 0;
+        f.eio = 1;
+        f.fw_error = tee_emu::SEV_RET_INVALID_PARAM
+    });
+    let out = agent_cmd(&["evidence", "--tee", "snp", nonce[0], nonce[1]])
+        .env("CVM_ATTEST_ROOT", root.path())
+        .output()
+        .unwrap();
+    assert_fails_with(
+        &out,
+        1,
+        "the SNP firmware refused the report request: INVALID_PARAM (0x16)",
+    );
+    dev.knobs().update(|f| {
+        f.eio = 0;
+        f.deny_open = true
+    });
+    let out = agent_cmd(&["evidence", "--tee", "snp", nonce[0], nonce[1]])
+        .env("CVM_ATTEST_ROOT", root.path())
+        .output()
+        .unwrap();
+    assert_fails_with(&out, 1, "permission denied opening");
+    assert!(stderr(&out).contains("run as root"));
+}
