@@ -17,6 +17,7 @@ test:
 # Wall time, peak RSS and binary size (prints figures; never part of `test`).
 bench:
 	sh benches/get.sh
+	$(CARGO) bench --locked --bench hcl_poll
 
 lint:
 	$(CARGO) fmt --all -- --check

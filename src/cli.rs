@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use clap::{ArgAction, Args, Parser, Subcommand};
 
-use crate::evidence::Platform;
+use crate::evidence::{Platform, TeeOptions};
 use crate::http::TransportConfig;
 use crate::resource::ResourcePath;
 
@@ -75,6 +75,9 @@ pub struct ProbeArgs {
     /// Print JSON instead of text
     #[arg(long)]
     pub json: bool,
+    /// TPM Command Transmission Interface [default: device:/dev/tpmrm0]
+    #[arg(long, value_name = "TCTI")]
+    pub tcti: Option<String>,
 }
 
 #[derive(Args)]
@@ -112,13 +115,44 @@ impl KbsArgs {
     }
 }
 
+/// Which TEE, and where TPM and IMDS evidence comes from.
+#[derive(Args)]
+pub struct TeeArgs {
+    /// TEE whose evidence to present (default: detect); `tpm` and `sample` only when named
+    #[arg(long, value_enum)]
+    pub tee: Option<Platform>,
+    /// TPM Command Transmission Interface, e.g. device:/dev/tpmrm0 or swtpm:host=127.0.0.1,port=2321
+    #[arg(long, value_name = "TCTI")]
+    pub tcti: Option<String>,
+    /// Persistent handle of the attestation key for --tee tpm [default: 0x81010002, or a new AK under the EK]
+    #[arg(long, value_name = "HANDLE", value_parser = handle)]
+    pub ak_handle: Option<u32>,
+    /// Azure Instance Metadata Service base URL
+    #[arg(long, value_name = "URL", default_value = crate::imds::DEFAULT_URL)]
+    pub imds_url: String,
+    /// Time the Azure paravisor gets to refresh the HCL report
+    #[arg(long, value_name = "SECS", default_value = "10", value_parser = secs)]
+    pub hcl_timeout: Duration,
+}
+
+impl TeeArgs {
+    pub fn options(&self, deadline: Duration) -> TeeOptions {
+        TeeOptions {
+            tcti: self.tcti.clone().unwrap_or_else(crate::tpm::default_tcti),
+            ak_handle: self.ak_handle,
+            imds: self.imds_url.clone(),
+            imds_deadline: deadline,
+            hcl_timeout: self.hcl_timeout,
+        }
+    }
+}
+
 #[derive(Args)]
 pub struct GetArgs {
     #[command(flatten)]
     pub kbs: KbsArgs,
-    /// TEE whose evidence to present; `sample` is used only when named here
-    #[arg(long, value_enum)]
-    pub tee: Option<Platform>,
+    #[command(flatten)]
+    pub tee: TeeArgs,
     /// Resources as repo/type/tag or kbs:///repo/type/tag
     #[arg(required = true, value_name = "RESOURCE")]
     pub resources: Vec<ResourcePath>,
@@ -129,12 +163,23 @@ pub struct GetArgs {
 
 #[derive(Args)]
 pub struct EvidenceArgs {
-    /// TEE whose evidence to present; `sample` is used only when named here
-    #[arg(long, value_enum)]
-    pub tee: Option<Platform>,
+    #[command(flatten)]
+    pub tee: TeeArgs,
     /// Challenge nonce to bind, verbatim (default: 32 random bytes in base64, like the KBS)
     #[arg(long)]
     pub nonce: Option<String>,
+    /// Deadline for IMDS requests, retries included
+    #[arg(long, value_name = "SECS", default_value = "30", value_parser = secs)]
+    pub timeout: Duration,
+}
+
+fn handle(s: &str) -> Result<u32, String> {
+    let digits = s
+        .strip_prefix("0x")
+        .or_else(|| s.strip_prefix("0X"))
+        .unwrap_or(s);
+    u32::from_str_radix(digits, 16)
+        .map_err(|_| format!("'{s}' is not a hex handle like 0x81010002"))
 }
 
 fn secs(s: &str) -> Result<Duration, String> {

@@ -28,16 +28,18 @@ pub async fn get(args: GetArgs) -> Result<()> {
         }
     }
     let output = Output::plan(args.output.as_deref(), resources.len()).map_err(Usage)?;
-    let platform = Platform::select(args.tee)?;
+    let options = args.tee.options(args.kbs.timeout);
+    let platform = Platform::select(args.tee.tee, &options)?;
     let transport = Transport::new(&args.kbs.transport()).map_err(Usage)?;
-    let client = Client::new(&transport, platform)?;
+    let client = Client::new(&transport, platform, &options)?;
     let fetched = client.fetch_all(&resources).await?;
     output.deliver(&fetched)
 }
 
 /// `evidence`: the Attestation body for a nonce, as it would be sent.
-pub fn evidence(args: EvidenceArgs) -> Result<()> {
-    let platform = Platform::select(args.tee)?;
+pub async fn evidence(args: EvidenceArgs) -> Result<()> {
+    let options = args.tee.options(args.timeout);
+    let platform = Platform::select(args.tee.tee, &options)?;
     let nonce = match args.nonce {
         Some(n) => n,
         None => {
@@ -49,14 +51,14 @@ pub fn evidence(args: EvidenceArgs) -> Result<()> {
         }
     };
     let key = TeeKey::generate()?;
-    let body = kbs::attestation(platform, &key, &nonce)?;
+    let body = kbs::attestation(platform, &options, &key, &nonce).await?;
     let json = serde_json::to_string(&body).context("serialize the attestation")?;
     print_out(&format!("{json}\n"))
 }
 
 /// `probe`: the interfaces and the platform; fails when there is none.
 pub fn probe(args: ProbeArgs) -> Result<()> {
-    let probe = probe::run();
+    let probe = probe::run(&args.tcti.unwrap_or_else(crate::tpm::default_tcti));
     if args.json {
         print_out(&(serde_json::to_string_pretty(&probe).context("serialize the probe")? + "\n"))?;
     } else {

@@ -97,6 +97,14 @@ pub fn parse_kbs_url(raw: &str, insecure_http: bool) -> Result<Url> {
     Ok(url)
 }
 
+fn client_builder(connect_timeout: Duration) -> reqwest::ClientBuilder {
+    reqwest::Client::builder()
+        .use_rustls_tls()
+        .user_agent(concat!("cvm-attest/", env!("CARGO_PKG_VERSION")))
+        .connect_timeout(connect_timeout)
+        .redirect(reqwest::redirect::Policy::none())
+}
+
 fn load_ca(path: &PathBuf) -> Result<Vec<reqwest::Certificate>> {
     let pem =
         std::fs::read(path).with_context(|| format!("read KBS CA file {}", path.display()))?;
@@ -109,14 +117,10 @@ fn load_ca(path: &PathBuf) -> Result<Vec<reqwest::Certificate>> {
 }
 
 impl Transport {
+    /// The transport to a KBS: URL checked, TLS policy applied.
     pub fn new(cfg: &TransportConfig) -> Result<Transport> {
         let base = parse_kbs_url(&cfg.url, cfg.insecure_http)?;
-        let mut builder = reqwest::Client::builder()
-            .use_rustls_tls()
-            .user_agent(concat!("cvm-attest/", env!("CARGO_PKG_VERSION")))
-            .connect_timeout(cfg.connect_timeout)
-            .redirect(reqwest::redirect::Policy::none())
-            .https_only(!cfg.insecure_http);
+        let mut builder = client_builder(cfg.connect_timeout).https_only(!cfg.insecure_http);
         // The system roots cost a directory scan and ~150 certificate parses
         // per run: load them only for https without a pinned CA.
         if cfg.ca.is_some() || base.scheme() == "http" {
@@ -128,6 +132,42 @@ impl Transport {
             }
         }
         let client = builder.build().context("set up the HTTPS client")?;
+        Ok(Transport::with_client(
+            client,
+            base,
+            cfg.deadline,
+            cfg.request_timeout,
+        ))
+    }
+
+    /// The transport to Azure's Instance Metadata Service: plain http to a
+    /// link-local address by design, every request with `Metadata: true`.
+    pub fn imds(url: &str, deadline: Duration, request_timeout: Duration) -> Result<Transport> {
+        let base = Url::parse(url).with_context(|| format!("parse IMDS URL '{url}'"))?;
+        if !matches!(base.scheme(), "http" | "https") || base.host_str().is_none() {
+            bail!("IMDS URL '{url}' is not an http(s) URL with a host");
+        }
+        let mut headers = header::HeaderMap::new();
+        headers.insert("metadata", header::HeaderValue::from_static("true"));
+        let client = client_builder(request_timeout)
+            .tls_built_in_root_certs(false)
+            .default_headers(headers)
+            .build()
+            .context("set up the IMDS client")?;
+        Ok(Transport::with_client(
+            client,
+            base,
+            deadline,
+            request_timeout,
+        ))
+    }
+
+    fn with_client(
+        client: reqwest::Client,
+        base: Url,
+        deadline: Duration,
+        request_timeout: Duration,
+    ) -> Transport {
         let backoff = match std::env::var(BACKOFF_ENV).ok().and_then(|v| v.parse().ok()) {
             Some(ms) => Backoff {
                 initial: Duration::from_millis(ms),
@@ -135,17 +175,17 @@ impl Transport {
             },
             None => Backoff::default(),
         };
-        Ok(Transport {
+        Transport {
             client,
             base,
             backoff,
-            deadline: Instant::now() + cfg.deadline,
-            budget: cfg.deadline,
-            request_timeout: cfg.request_timeout,
-        })
+            deadline: Instant::now() + deadline,
+            budget: deadline,
+            request_timeout,
+        }
     }
 
-    /// The KBS base URL, for messages.
+    /// The base URL, for messages.
     pub fn base(&self) -> &Url {
         &self.base
     }

@@ -20,7 +20,7 @@ use serde::Deserialize;
 use zeroize::Zeroizing;
 
 use crate::binding::Binding;
-use crate::evidence::Platform;
+use crate::evidence::{Platform, TeeOptions};
 use crate::http::{Reply, Transport};
 use crate::jwe::JweResponse;
 use crate::problem::{describe_body, KbsError, Problem};
@@ -72,7 +72,12 @@ pub fn auth_request(platform: Platform) -> Request {
 }
 
 /// The Attestation sent to `/kbs/v0/attest` for a challenge nonce.
-pub fn attestation(platform: Platform, key: &TeeKey, nonce: &str) -> Result<Attestation> {
+pub async fn attestation(
+    platform: Platform,
+    options: &TeeOptions,
+    key: &TeeKey,
+    nonce: &str,
+) -> Result<Attestation> {
     let tee_pubkey = key.public_jwk();
     let additional_evidence = String::new();
     let binding = Binding::compute(nonce, &tee_pubkey, &additional_evidence)?;
@@ -83,7 +88,7 @@ pub fn attestation(platform: Platform, key: &TeeKey, nonce: &str) -> Result<Atte
             tee_pubkey,
         },
         tee_evidence: CompositeEvidence {
-            primary_evidence: platform.evidence(&binding)?,
+            primary_evidence: platform.evidence(&binding, options).await?,
             additional_evidence,
         },
     })
@@ -92,6 +97,7 @@ pub fn attestation(platform: Platform, key: &TeeKey, nonce: &str) -> Result<Atte
 pub struct Client<'a> {
     transport: &'a Transport,
     platform: Platform,
+    options: &'a TeeOptions,
     key: TeeKey,
 }
 
@@ -101,10 +107,15 @@ fn ms(d: Duration) -> f64 {
 
 impl<'a> Client<'a> {
     /// A client with a fresh TEE key for this run.
-    pub fn new(transport: &'a Transport, platform: Platform) -> Result<Self> {
+    pub fn new(
+        transport: &'a Transport,
+        platform: Platform,
+        options: &'a TeeOptions,
+    ) -> Result<Self> {
         Ok(Client {
             transport,
             platform,
+            options,
             key: TeeKey::generate()?,
         })
     }
@@ -204,7 +215,7 @@ impl<'a> Client<'a> {
         );
 
         let t = Instant::now();
-        let body = attestation(self.platform, &self.key, &challenge.nonce)?;
+        let body = attestation(self.platform, self.options, &self.key, &challenge.nonce).await?;
         let body = serde_json::to_vec(&body).context("serialize the attestation")?;
         log::info!(
             "evidence: {tee} evidence bound to the challenge ({:.1} ms, {} bytes)",

@@ -22,6 +22,10 @@ impl Logger {
     fn limit(&self, target: &str) -> LevelFilter {
         if target.starts_with(env!("CARGO_CRATE_NAME")) {
             self.ours
+        } else if target.starts_with("tss_esapi") && self.others < LevelFilter::Trace {
+            // tss-esapi logs every failed TPM command at error level, also
+            // the ones the agent expects and handles (probing NV indices).
+            LevelFilter::Off
         } else {
             self.others
         }

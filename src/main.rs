@@ -13,6 +13,7 @@ mod eventlog;
 mod evidence;
 mod exit;
 mod http;
+mod imds;
 mod jwe;
 mod kbs;
 mod logger;
@@ -27,6 +28,7 @@ mod sevguest;
 mod teekey;
 #[cfg(test)]
 mod testvec;
+mod tpm;
 mod tsm;
 
 use std::process::ExitCode;
@@ -52,7 +54,7 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async {
         match cli.command {
             Command::Get(args) => commands::get(args).await,
-            Command::Evidence(args) => commands::evidence(args),
+            Command::Evidence(args) => commands::evidence(args).await,
             Command::Probe(args) => commands::probe(args),
             Command::Decode(args) => {
                 report::decode_file(&args.file, args.json, args.vcek.as_deref())

@@ -4,19 +4,25 @@
 //! a boot fails on a customer's VM. Detection uses the same checks, so what
 //! `probe` prints is exactly why `get --tee`-less runs choose what they do.
 //!
-//! Order (README "Platform detection"): configfs-tsm and its provider, then
-//! `/dev/sev-guest`, then `/dev/tdx_guest`. (The Azure vTPM HCL report, which
-//! comes first, and the plain TPM arrive with the vTPM evidence.)
+//! Order (README "Platform detection"): an Azure HCL report in the vTPM
+//! (NV 0x01400001), then configfs-tsm and its provider, then
+//! `/dev/sev-guest`, then `/dev/tdx_guest`. A plain TPM is reported but is
+//! never chosen: `--tee tpm` must name it.
 
 use std::fmt::Write;
 use std::path::Path;
 
 use serde::Serialize;
+use serde_json::{json, Value};
 
 use crate::evidence::Platform;
+use crate::report::hcl::{HclReport, HclReportType};
 use crate::root;
 use crate::sevguest::{SevGuest, SevGuestError};
+use crate::tpm::Tpm;
 use crate::tsm::{self, TsmError};
+
+const HCL_REPORT_INDEX: u32 = 0x0140_0001;
 
 #[derive(Serialize, Clone, Copy, PartialEq, Eq, Debug)]
 #[serde(rename_all = "kebab-case")]
@@ -40,6 +46,8 @@ pub struct Probe {
     pub platform: Option<Platform>,
     pub reason: String,
     pub checks: Vec<Check>,
+    /// The Azure HCL report's type, var-data keys and vm-configuration.
+    pub hcl: Option<Value>,
 }
 
 fn check(interface: &'static str, path: &Path, state: State, detail: impl Into<String>) -> Check {
@@ -52,7 +60,8 @@ fn check(interface: &'static str, path: &Path, state: State, detail: impl Into<S
 }
 
 /// Runs every check and decides.
-pub fn run() -> Probe {
+pub fn run(tcti: &str) -> Probe {
+    let (tpm_check, hcl) = vtpm(tcti);
     let (tsm_check, provider) = configfs_tsm();
     let sev_check = sev_guest();
     let tdx = root::path(root::TDX_GUEST);
@@ -86,31 +95,90 @@ pub fn run() -> Probe {
             "no ACPI CCEL table (only TDX guests have one)",
         ),
     };
-    let tpm = root::path(root::TPMRM);
-    let tpm_check = if tpm.exists() {
-        check(
-            "TPM",
-            &tpm,
-            State::Usable,
-            "present (vTPM evidence is not supported by this version)",
-        )
-    } else {
-        check("TPM", &tpm, State::Absent, "no TPM resource manager")
-    };
-    let (platform, reason) = match (provider.as_deref(), sev_check.state, tdx_check.state) {
-        (Some("sev_guest"), _, _) => (Some(Platform::Snp), "configfs-tsm provider sev_guest".to_owned()),
-        (Some("tdx_guest"), _, _) => (Some(Platform::Tdx), "configfs-tsm provider tdx_guest".to_owned()),
-        (Some(other), _, _) => (None, format!("configfs-tsm has provider '{other}', which cvm-attest does not support")),
-        (None, State::Usable, _) => (Some(Platform::Snp), format!("{} opens", sev_check.path)),
-        (None, State::Denied, _) => (None, format!("{} exists but cannot be opened: run as root", sev_check.path)),
-        (None, _, State::Usable) => (None, format!("TDX guest ({}) without configfs-tsm: this kernel cannot produce quotes (needs CONFIG_TSM_REPORTS)", tdx_check.path)),
-        (None, _, _) => (None, "no TEE interface found: not a confidential VM, or its guest drivers are not loaded (see the checks)".to_owned()),
+    let azure = hcl.as_ref().map(|(kind, _)| *kind);
+    let (platform, reason) = match azure {
+        Some(HclReportType::Snp) => (
+            Some(Platform::AzSnpVtpm),
+            "Azure HCL report (SNP) in the vTPM".to_owned(),
+        ),
+        Some(HclReportType::Tdx) => (
+            Some(Platform::AzTdxVtpm),
+            "Azure HCL report (TDX) in the vTPM".to_owned(),
+        ),
+        None => hardware(provider.as_deref(), &sev_check, &tdx_check),
     };
     Probe {
         platform,
         reason,
-        checks: vec![tsm_check, sev_check, tdx_check, ccel_check, tpm_check],
+        checks: vec![tpm_check, tsm_check, sev_check, tdx_check, ccel_check],
+        hcl: hcl.map(|(_, summary)| summary),
     }
+}
+
+/// The choice among the hardware interfaces.
+fn hardware(provider: Option<&str>, sev: &Check, tdx: &Check) -> (Option<Platform>, String) {
+    match (provider, sev.state, tdx.state) {
+        (Some("sev_guest"), _, _) => (Some(Platform::Snp), "configfs-tsm provider sev_guest".to_owned()),
+        (Some("tdx_guest"), _, _) => (Some(Platform::Tdx), "configfs-tsm provider tdx_guest".to_owned()),
+        (Some(other), _, _) => (None, format!("configfs-tsm has provider '{other}', which cvm-attest does not support")),
+        (None, State::Usable, _) => (Some(Platform::Snp), format!("{} opens", sev.path)),
+        (None, State::Denied, _) => (None, format!("{} exists but cannot be opened: run as root", sev.path)),
+        (None, _, State::Usable) => (
+            None,
+            format!("TDX guest ({}) without configfs-tsm: this kernel cannot produce quotes (needs CONFIG_TSM_REPORTS)", tdx.path),
+        ),
+        (None, _, _) => (
+            None,
+            "no TEE interface found: not a confidential VM, or its guest drivers are not loaded (see the checks)".to_owned(),
+        ),
+    }
+}
+
+/// The TPM, and an Azure HCL report in it if there is one.
+fn vtpm(tcti: &str) -> (Check, Option<(HclReportType, Value)>) {
+    let path = Path::new(tcti.strip_prefix("device:").unwrap_or(tcti));
+    if tcti.starts_with("device:") && !path.exists() {
+        return (check("TPM", path, State::Absent, "no TPM device"), None);
+    }
+    let mut tpm = match Tpm::open(tcti) {
+        Ok(tpm) => tpm,
+        Err(e) => return (check("TPM", path, State::Broken, format!("{e:#}")), None),
+    };
+    let Ok(bytes) = tpm.nv_read(HCL_REPORT_INDEX) else {
+        let detail = "no Azure HCL report (NV 0x01400001): a plain TPM, used only with --tee tpm";
+        return (check("TPM", path, State::Usable, detail), None);
+    };
+    match HclReport::parse(&bytes) {
+        Ok(hcl) => {
+            let detail = format!(
+                "Azure HCL report ({:?}) in NV 0x01400001, {} bytes",
+                hcl.report_type(),
+                bytes.len()
+            );
+            (
+                check("TPM", path, State::Usable, detail),
+                Some((hcl.report_type(), hcl_summary(&hcl))),
+            )
+        }
+        Err(e) => {
+            let detail = format!("NV 0x01400001 holds no valid HCL report: {e:#}");
+            (check("TPM", path, State::Broken, detail), None)
+        }
+    }
+}
+
+/// Report type, var-data key ids and the VM configuration, for operators.
+fn hcl_summary(hcl: &HclReport) -> Value {
+    let var: Value = serde_json::from_slice(hcl.var_data()).unwrap_or(Value::Null);
+    let keys: Vec<Value> = var["keys"]
+        .as_array()
+        .map(|k| k.iter().map(|k| k["kid"].clone()).collect())
+        .unwrap_or_default();
+    json!({
+        "report_type": format!("{:?}", hcl.report_type()),
+        "keys": keys,
+        "vm_configuration": var["vm-configuration"].clone(),
+    })
 }
 
 fn configfs_tsm() -> (Check, Option<String>) {
@@ -182,6 +250,15 @@ impl Probe {
             Some(p) => writeln!(out, "platform: {} ({})", p.name(), self.reason),
             None => writeln!(out, "platform: none ({})", self.reason),
         };
+        if let Some(hcl) = &self.hcl {
+            let _ = writeln!(
+                out,
+                "  HCL report: {} report; keys {}; vm-configuration {}",
+                hcl["report_type"].as_str().unwrap_or("?"),
+                hcl["keys"],
+                hcl["vm_configuration"]
+            );
+        }
         for c in &self.checks {
             let state = match c.state {
                 State::Usable => "usable",

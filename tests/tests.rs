@@ -12,4 +12,5 @@ mod leaks;
 mod probe;
 mod tee;
 mod tls;
+mod vtpm;
 mod wire;

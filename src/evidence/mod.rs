@@ -6,9 +6,13 @@
 //! Without `--tee` the platform is detected by `probe.rs`'s checks; the
 //! `sample` test TEE is only ever used when named, never as a fallback.
 
+mod azure;
 mod sample;
 mod snp;
 mod tdx;
+mod tpm;
+
+use std::time::Duration;
 
 use anyhow::{Context, Result};
 use serde::Serialize;
@@ -25,8 +29,28 @@ pub enum Platform {
     Snp,
     /// Intel TDX: a TD quote through configfs-tsm, with the CC event log
     Tdx,
+    /// Azure CVM on SEV-SNP: the paravisor's HCL report and a quote through the vTPM
+    AzSnpVtpm,
+    /// Azure CVM on TDX: the paravisor's HCL report, a vTPM quote and a TD quote from IMDS
+    AzTdxVtpm,
+    /// A plain (v)TPM quote; only when named, never detected
+    Tpm,
     /// Trustee's `sample` test TEE: no hardware, no signature; for test KBSes only
     Sample,
+}
+
+/// Where TPM- and IMDS-based evidence comes from.
+pub struct TeeOptions {
+    /// TCTI of the TPM (default `device:/dev/tpmrm0`).
+    pub tcti: String,
+    /// Persistent handle of the AK for `tpm` (default 0x81010002, created under the EK when absent).
+    pub ak_handle: Option<u32>,
+    /// Azure IMDS base URL.
+    pub imds: String,
+    /// Time for IMDS requests, retries included.
+    pub imds_deadline: Duration,
+    /// Time the paravisor gets to refresh the HCL report.
+    pub hcl_timeout: Duration,
 }
 
 /// No usable TEE was found; the message says what the probe saw.
@@ -38,11 +62,11 @@ pub struct NoPlatform(pub String);
 
 impl Platform {
     /// The platform named on the command line, or the one detected.
-    pub fn select(chosen: Option<Platform>) -> Result<Platform> {
+    pub fn select(chosen: Option<Platform>, options: &TeeOptions) -> Result<Platform> {
         if let Some(p) = chosen {
             return Ok(p);
         }
-        let probe = probe::run();
+        let probe = probe::run(&options.tcti);
         let platform = probe.platform.ok_or(NoPlatform(probe.reason.clone()))?;
         log::info!("platform: {} ({})", platform.name(), probe.reason);
         Ok(platform)
@@ -53,6 +77,9 @@ impl Platform {
         match self {
             Platform::Snp => kbs_types::Tee::Snp,
             Platform::Tdx => kbs_types::Tee::Tdx,
+            Platform::AzSnpVtpm => kbs_types::Tee::AzSnpVtpm,
+            Platform::AzTdxVtpm => kbs_types::Tee::AzTdxVtpm,
+            Platform::Tpm => kbs_types::Tee::Tpm,
             Platform::Sample => kbs_types::Tee::Sample,
         }
     }
@@ -62,15 +89,21 @@ impl Platform {
         match self {
             Platform::Snp => "snp",
             Platform::Tdx => "tdx",
+            Platform::AzSnpVtpm => "az-snp-vtpm",
+            Platform::AzTdxVtpm => "az-tdx-vtpm",
+            Platform::Tpm => "tpm",
             Platform::Sample => "sample",
         }
     }
 
     /// Collects evidence bound to `binding`.
-    pub fn evidence(self, binding: &Binding) -> Result<Value> {
+    pub async fn evidence(self, binding: &Binding, options: &TeeOptions) -> Result<Value> {
         let value = match self {
             Platform::Snp => serde_json::to_value(snp::evidence(binding)?),
             Platform::Tdx => serde_json::to_value(tdx::evidence(binding)?),
+            Platform::AzSnpVtpm => serde_json::to_value(azure::snp(binding, options).await?),
+            Platform::AzTdxVtpm => serde_json::to_value(azure::tdx(binding, options).await?),
+            Platform::Tpm => serde_json::to_value(tpm::evidence(binding, options)?),
             Platform::Sample => serde_json::to_value(sample::evidence(binding)),
         };
         value.with_context(|| format!("serialize the {} evidence", self.name()))

@@ -126,8 +126,6 @@ impl HclReport {
     }
 
     /// The var-data `user-data` member (hex of the report data the guest asked for).
-    // Checked against the KBS binding by the az-*-vtpm evidence (issue 4).
-    #[allow(dead_code)]
     pub fn user_data(&self) -> Option<&str> {
         self.var_json.as_ref().ok()?.get("user-data")?.as_str()
     }

@@ -53,5 +53,7 @@ openssl x509 -req -in vcek.csr -CA ask.pem -CAkey ask.key -set_serial 3 -days $d
   -extfile vcek.ext -out vcek.pem
 for c in ark ask vcek; do openssl x509 -in $c.pem -outform DER -out $c.der; done
 openssl pkcs8 -topk8 -nocrypt -in vcek.key -outform DER -out vcek.pk8
+# The trusted-roots bundle refkbs takes for az-snp-vtpm: ASK, then ARK.
+cat ask.pem ark.pem > ask-ark.pem
 rm -f ark.key ask.key other-ark.key ask.csr vcek.csr ca.ext vcek.ext ark.srl ask.srl
 openssl verify -CAfile ark.pem -untrusted ask.pem vcek.pem

@@ -54,6 +54,8 @@ pub struct Config {
     pub quiet: bool,
     /// The AMD root key (PEM or DER) SNP evidence must chain to; without it
     /// `snp` evidence is rejected. Tests use `tests/data/snp-test-pki/ark.pem`.
+    /// A PEM bundle (ASK, then ARK, as `snp-test-pki/ask-ark.pem`) also gives
+    /// the trusted ASK, without which `az-snp-vtpm` evidence is rejected.
     pub snp_ark: Option<PathBuf>,
 }
 

@@ -47,7 +47,8 @@ struct Args {
     /// Do not log the causes of failed requests to stderr.
     #[arg(long)]
     quiet: bool,
-    /// Trusted AMD root key (PEM or DER) for `snp` evidence.
+    /// Trusted AMD root key (PEM or DER) for `snp` evidence; a PEM bundle ASK
+    /// then ARK also trusts the ASK, which `az-snp-vtpm` evidence needs.
     #[arg(long, value_name = "CERT")]
     snp_ark: Option<PathBuf>,
     /// Worker threads; 0 serves everything on one thread

@@ -3,12 +3,18 @@
 //!
 //! Each verifier checks that the evidence binds `report_data` (the 48-byte
 //! SHA-384 digest of the canonical runtime data, computed once by the caller)
-//! and returns the TEE claims that go into the token: `sample` here, `snp` and
-//! `tdx` in their own files; `tpm` and `az-*-vtpm` are future arms.
-//! [`Roots`] holds what the verifiers trust, loaded once from [`Config`].
+//! and returns the TEE claims that go into the token: `sample` here, `snp`,
+//! `tdx`, `tpm` and `az-snp-vtpm`/`az-tdx-vtpm` (with the HCL report parser)
+//! in their own files. [`Roots`] holds what the verifiers trust, loaded once
+//! from [`Config`].
 
+mod az_vtpm;
+mod hcl;
 mod snp;
 mod tdx;
+mod tpm;
+#[cfg(test)]
+mod vtpm_tests;
 
 use anyhow::{anyhow, bail, Context as _, Result};
 use base64::engine::general_purpose::STANDARD;
@@ -25,21 +31,41 @@ use crate::Config;
 pub(crate) struct Roots {
     /// The AMD root key SNP VCEKs must chain to (no built-in AMD roots here).
     pub(crate) snp_ark: Option<Certificate>,
+    /// The trusted ASK, for `az-snp-vtpm` (whose evidence carries only the
+    /// VCEK): given when the `snp_ark` file is a PEM bundle ASK, then ARK.
+    pub(crate) snp_ask: Option<Certificate>,
 }
 
 impl Roots {
     pub(crate) fn load(config: &Config) -> Result<Roots> {
-        let snp_ark = match &config.snp_ark {
-            None => None,
-            Some(path) => {
-                let bytes = std::fs::read(path)
-                    .with_context(|| format!("read SNP ARK {}", path.display()))?;
-                let cert = snp::parse_cert(&bytes)
-                    .with_context(|| format!("parse SNP ARK {}", path.display()))?;
-                Some(cert)
-            }
+        let Some(path) = &config.snp_ark else {
+            return Ok(Roots::default());
         };
-        Ok(Roots { snp_ark })
+        let bytes =
+            std::fs::read(path).with_context(|| format!("read SNP ARK {}", path.display()))?;
+        // A PEM bundle is ASK then ARK (AMD KDS `cert_chain` order); the last is the ARK.
+        let text = String::from_utf8_lossy(&bytes);
+        let blocks: Vec<String> = text
+            .split("-----BEGIN CERTIFICATE-----")
+            .skip(1)
+            .map(|b| format!("-----BEGIN CERTIFICATE-----{b}"))
+            .collect();
+        if blocks.len() < 2 {
+            let cert = snp::parse_cert(&bytes)
+                .with_context(|| format!("parse SNP ARK {}", path.display()))?;
+            return Ok(Roots {
+                snp_ark: Some(cert),
+                snp_ask: None,
+            });
+        }
+        let parse = |i: usize| {
+            snp::parse_cert(blocks[i].as_bytes())
+                .with_context(|| format!("parse certificate {} of {}", i + 1, path.display()))
+        };
+        Ok(Roots {
+            snp_ark: Some(parse(blocks.len() - 1)?),
+            snp_ask: Some(parse(blocks.len() - 2)?),
+        })
     }
 }
 
@@ -54,8 +80,31 @@ pub(crate) fn verify(
         Tee::Sample => sample(evidence, report_data),
         Tee::Snp => snp::verify(evidence, report_data, roots.snp_ark.as_ref()),
         Tee::Tdx => tdx::verify(evidence, report_data),
+        Tee::Tpm => tpm::verify(evidence, report_data),
+        Tee::AzSnpVtpm => az_vtpm::verify_snp(evidence, report_data, roots),
+        Tee::AzTdxVtpm => az_vtpm::verify_tdx(evidence, report_data),
         other => bail!("no verifier for TEE {other:?} in refkbs"),
     }
+}
+
+/// Lowercase hex.
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Decodes hex of either case.
+fn unhex(text: &str) -> Result<Vec<u8>> {
+    if text.len() % 2 != 0 {
+        bail!("hex of odd length {}", text.len());
+    }
+    (0..text.len())
+        .step_by(2)
+        .map(|i| {
+            text.get(i..i + 2)
+                .and_then(|pair| u8::from_str_radix(pair, 16).ok())
+                .ok_or_else(|| anyhow!("not hex at character {i}"))
+        })
+        .collect()
 }
 
 /// Trustee `deps/verifier/src/sample/mod.rs` `SampleTeeEvidence`.

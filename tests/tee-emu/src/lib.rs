@@ -9,16 +9,28 @@
 //! * [`snp`] and [`tdx`], the evidence both produce — SNP v3 reports signed by
 //!   the test VCEK of `tests/data/snp-test-pki`, TDX v4 quotes re-signed by a
 //!   test attestation key — usable directly by verifiers' tests.
+//! * [`swtpm`], a software TPM per test (swtpm + tpm2-tools), and
+//!   [`paravisor`], Azure's paravisor refreshing the HCL report ([`hcl`]) in
+//!   vTPM NV when the guest writes its report data; [`imds`], a fake Azure
+//!   IMDS (THIM certificates, TD quotes). [`quote`] and [`ak`] give TPM quotes
+//!   and AK encodings, also from a software AK.
 //!
 //! The emulators mount with `mount(2)` and so need root and `/dev/fuse`
 //! ([`can_run`] tells tests when to skip). Dropping one unmounts it.
 
+pub mod ak;
+pub mod hcl;
+pub mod imds;
 mod mount;
+pub mod paravisor;
+pub mod quote;
 mod remote;
 mod sev_guest;
 mod sev_ioctl;
 pub mod snp;
+pub mod swtpm;
 pub mod tdx;
+mod tpm_cmd;
 mod tsm;
 mod tsm_fs;
 
@@ -29,3 +41,10 @@ pub use sev_guest::{
 };
 pub use tsm::{Provider, TsmFaults, TsmKnobs, INBLOB_MAX};
 pub use tsm_fs::TsmEmulator;
+
+pub use ak::AkInfo;
+pub use hcl::HclKind;
+pub use imds::FakeImds;
+pub use paravisor::Paravisor;
+pub use quote::{SoftAk, TpmQuote};
+pub use swtpm::Swtpm;

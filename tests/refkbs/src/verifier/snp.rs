@@ -15,6 +15,8 @@
 use anyhow::{anyhow, bail, Context as _, Result};
 use serde::Deserialize;
 use serde_json::{json, Value};
+
+use super::hex;
 use sev::certs::snp::{ca, Certificate, Chain, Verifiable};
 use sev::firmware::guest::AttestationReport;
 use sev::firmware::host::{CertTableEntry, CertType};
@@ -24,10 +26,6 @@ use sev::firmware::host::{CertTableEntry, CertType};
 struct SnpEvidence {
     attestation_report: AttestationReport,
     cert_chain: Option<Vec<CertTableEntry>>,
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// A PEM or DER certificate (sev's `from_bytes` exists only with OpenSSL).
@@ -44,17 +42,13 @@ fn cert(chain: &[CertTableEntry], types: &[CertType]) -> Option<Certificate> {
     parse_cert(&entry.data).ok()
 }
 
-/// Verifies `snp` evidence against the expected digest and the trusted ARK.
-pub(super) fn verify(
-    evidence: &Value,
-    expected: &[u8; 48],
-    ark: Option<&Certificate>,
-) -> Result<Value> {
-    let ark = ark.ok_or_else(|| {
-        anyhow!("no trusted SNP ARK is configured (refkbs --snp-ark): cannot verify snp evidence")
-    })?;
-    let evidence = SnpEvidence::deserialize(evidence).context("parse snp evidence")?;
-    let report = evidence.attestation_report;
+/// Checks version 3..=5, VMPL 0, ARK -> ASK -> VEK and the report signature.
+pub(super) fn check_report(
+    report: &AttestationReport,
+    vek: Certificate,
+    ask: Certificate,
+    ark: &Certificate,
+) -> Result<()> {
     if !(3..=5).contains(&report.version) {
         bail!(
             "SNP report version {} is not supported (3 to 5)",
@@ -63,18 +57,6 @@ pub(super) fn verify(
     }
     if report.vmpl != 0 {
         bail!("SNP report is for VMPL {}, not 0", report.vmpl);
-    }
-    let chain = evidence.cert_chain.ok_or_else(|| {
-        anyhow!("snp evidence has no cert_chain and refkbs cannot fetch the VCEK from AMD KDS")
-    })?;
-    let vek = cert(&chain, &[CertType::VCEK, CertType::VLEK])
-        .ok_or_else(|| anyhow!("cert_chain holds no parsable VCEK or VLEK"))?;
-    let ask = cert(&chain, &[CertType::ASK])
-        .ok_or_else(|| anyhow!("cert_chain holds no parsable ASK"))?;
-    if let Some(supplied) = cert(&chain, &[CertType::ARK]) {
-        if supplied != *ark {
-            bail!("the ARK in cert_chain is not the trusted ARK");
-        }
     }
     let chain = Chain {
         ca: ca::Chain {
@@ -90,14 +72,46 @@ pub(super) fn verify(
     report
         .write_bytes(Vec::with_capacity(1184))
         .context("re-encode the SNP report")?;
-    (&chain.vek, &report)
+    (&chain.vek, report)
         .verify()
         .context("verify the SNP report signature")?;
+    Ok(())
+}
+
+/// Verifies `snp` evidence against the expected digest and the trusted ARK.
+pub(super) fn verify(
+    evidence: &Value,
+    expected: &[u8; 48],
+    ark: Option<&Certificate>,
+) -> Result<Value> {
+    let ark = ark.ok_or_else(|| {
+        anyhow!("no trusted SNP ARK is configured (refkbs --snp-ark): cannot verify snp evidence")
+    })?;
+    let evidence = SnpEvidence::deserialize(evidence).context("parse snp evidence")?;
+    let report = evidence.attestation_report;
+    let chain = evidence.cert_chain.ok_or_else(|| {
+        anyhow!("snp evidence has no cert_chain and refkbs cannot fetch the VCEK from AMD KDS")
+    })?;
+    let vek = cert(&chain, &[CertType::VCEK, CertType::VLEK])
+        .ok_or_else(|| anyhow!("cert_chain holds no parsable VCEK or VLEK"))?;
+    let ask = cert(&chain, &[CertType::ASK])
+        .ok_or_else(|| anyhow!("cert_chain holds no parsable ASK"))?;
+    if let Some(supplied) = cert(&chain, &[CertType::ARK]) {
+        if supplied != *ark {
+            bail!("the ARK in cert_chain is not the trusted ARK");
+        }
+    }
+    check_report(&report, vek, ask, ark)?;
     let mut wanted = [0u8; 64];
     wanted[..48].copy_from_slice(expected);
     if *report.report_data != wanted {
         bail!("SNP report_data is not the runtime-data digest followed by 16 zero bytes");
     }
+    claims(&report)
+}
+
+/// The token claims of an SNP report.
+pub(super) fn claims(report: &AttestationReport) -> Result<Value> {
     let fields = serde_json::to_value(report).context("serialize the SNP report")?;
     Ok(json!({
         "version": report.version,

@@ -19,6 +19,8 @@ use ring::signature::{UnparsedPublicKey, ECDSA_P256_SHA256_FIXED};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
+use super::hex;
+
 /// Trustee `TdxEvidence`.
 #[derive(Deserialize)]
 struct TdxEvidence {
@@ -29,10 +31,6 @@ struct TdxEvidence {
 
 const HEADER_LEN: usize = 48;
 const TD_REPORT_LEN: usize = 584;
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
 
 fn u16_at(q: &[u8], at: usize) -> u16 {
     u16::from_le_bytes([q[at], q[at + 1]])
