@@ -49,7 +49,6 @@ impl Binding {
 
     /// SNP REPORT_DATA and TDX REPORTDATA: the digest then 16 zero bytes
     /// (the verifiers' `regularize_data(digest, 64)`).
-    #[allow(dead_code)] // used by the snp and tdx evidence (issue 3)
     pub fn report_data_64(&self) -> [u8; 64] {
         let mut out = [0u8; 64];
         out[..DIGEST_LEN].copy_from_slice(&self.0);
@@ -58,7 +57,6 @@ impl Binding {
 
     /// Generic `tpm` qualifying data: the verifier resizes the digest to 32
     /// bytes, which truncates it.
-    #[allow(dead_code)] // used by the tpm evidence (issue 4)
     pub fn first_32(&self) -> [u8; 32] {
         let mut out = [0u8; 32];
         out.copy_from_slice(&self.0[..32]);

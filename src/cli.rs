@@ -56,6 +56,37 @@ DIR/<repo>/<type>/<tag> for each. Files are created with mode 0600, all or none.
     Probe(ProbeArgs),
     /// Decode a raw SNP report, TDX quote (v4/v5) or Azure HCL report, found by its contents
     Decode(DecodeArgs),
+    /// Fetch and deliver every configured secret (what the boot units run)
+    #[command(
+        after_help = "Configuration: /etc/cvm-attest/config.toml, then config.d/*.toml in lexical order,\n\
+then the kernel command line (cvm_attest.*, and rd.cvm_attest.* in the initramfs), then these flags."
+    )]
+    Run(RunArgs),
+}
+
+#[derive(Args)]
+pub struct RunArgs {
+    /// Configuration file (drop-ins are read from config.d beside it) [default: /etc/cvm-attest/config.toml]
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Run as the initramfs unit (rd.cvm_attest.* keys apply); implied by /etc/initrd-release
+    #[arg(long)]
+    pub initrd: bool,
+    /// KBS base URL, tried in the order given; replaces the configured list
+    #[arg(long, value_name = "URL")]
+    pub kbs: Vec<String>,
+    /// CA certificate(s) (PEM) the KBS certificate must chain to
+    #[arg(long, value_name = "PEM")]
+    pub kbs_ca: Option<PathBuf>,
+    /// Allow a plain http:// KBS URL (tests only)
+    #[arg(long)]
+    pub insecure_http: bool,
+    /// TEE whose evidence to present (default: configured, else detected)
+    #[arg(long, value_enum)]
+    pub tee: Option<Platform>,
+    /// Deadline for the whole run, retries included
+    #[arg(long, value_name = "SECS", value_parser = secs)]
+    pub timeout: Option<Duration>,
 }
 
 #[derive(Args)]

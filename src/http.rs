@@ -33,6 +33,9 @@ pub struct TransportConfig {
     pub request_timeout: Duration,
 }
 
+/// Told about every retry: the message and the wait.
+type Observer = Box<dyn Fn(&str, Duration)>;
+
 pub struct Transport {
     client: reqwest::Client,
     base: Url,
@@ -40,6 +43,8 @@ pub struct Transport {
     deadline: Instant,
     budget: Duration,
     request_timeout: Duration,
+    /// Told about every retry (message, wait) — `run` forwards it to systemd.
+    observer: Option<Observer>,
 }
 
 /// A complete response whose status the caller interprets.
@@ -51,7 +56,7 @@ pub struct Reply {
 
 #[derive(Debug, thiserror::Error)]
 pub enum TransportError {
-    #[error("could not {what} at {url} within the {}s deadline after {attempts} attempt(s): {cause}", deadline.as_secs_f64())]
+    #[error("could not {what} at {url} within the {} deadline after {attempts} attempt(s): {cause}", seconds(*deadline))]
     GaveUp {
         what: &'static str,
         url: String,
@@ -67,6 +72,16 @@ pub enum TransportError {
         url: String,
         cap: usize,
     },
+}
+
+/// `2s`, `1.5s`: whole seconds without decimals.
+pub fn seconds(d: Duration) -> String {
+    let s = d.as_secs_f64();
+    if (s - s.round()).abs() < 0.05 {
+        format!("{}s", s.round())
+    } else {
+        format!("{s:.1}s")
+    }
 }
 
 /// Checks the KBS URL before anything is sent.
@@ -182,7 +197,13 @@ impl Transport {
             deadline: Instant::now() + deadline,
             budget: deadline,
             request_timeout,
+            observer: None,
         }
+    }
+
+    /// Calls `f` with a one-line message and the wait before every retry.
+    pub fn observe(&mut self, f: impl Fn(&str, Duration) + 'static) {
+        self.observer = Some(Box::new(f));
     }
 
     /// The base URL, for messages.
@@ -225,10 +246,14 @@ impl Transport {
                     cause,
                 });
             }
-            log::warn!(
+            let message = format!(
                 "{what}: attempt {attempt} failed ({cause}); retrying in {} ms",
                 wait.as_millis()
             );
+            log::warn!("{message}");
+            if let Some(observe) = &self.observer {
+                observe(&message, wait);
+            }
             tokio::time::sleep(wait).await;
         }
     }

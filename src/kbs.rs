@@ -122,9 +122,27 @@ impl<'a> Client<'a> {
 
     /// Attests once and fetches every resource; all or nothing.
     pub async fn fetch_all(&self, paths: &[ResourcePath]) -> Result<Vec<Fetched>> {
+        let required = vec![true; paths.len()];
+        // With every resource required, any failure is already the Err.
+        Ok(self
+            .fetch_each(paths, &required)
+            .await?
+            .into_iter()
+            .flatten()
+            .collect())
+    }
+
+    /// Attests once and fetches every resource concurrently. A failure of a
+    /// `required` resource fails the whole call at once (the others are
+    /// logged); an optional one is returned in its slot.
+    pub async fn fetch_each(
+        &self,
+        paths: &[ResourcePath],
+        required: &[bool],
+    ) -> Result<Vec<Result<Fetched>>> {
         let started = Instant::now();
         let mut session = self.attested_session().await?;
-        let mut results: Vec<Option<Fetched>> = paths.iter().map(|_| None).collect();
+        let mut results: Vec<Option<Result<Fetched>>> = paths.iter().map(|_| None).collect();
         let mut pending: Vec<usize> = (0..paths.len()).collect();
         for round in 0..=MAX_REHANDSHAKES {
             let outcomes = join_all(pending.iter().map(|&i| self.fetch(&session, &paths[i]))).await;
@@ -132,7 +150,6 @@ impl<'a> Client<'a> {
             let mut gone = None;
             for (&i, outcome) in pending.iter().zip(outcomes) {
                 match outcome {
-                    Ok(fetched) => results[i] = Some(fetched),
                     Err(e)
                         if e.downcast_ref::<KbsError>()
                             .is_some_and(KbsError::rehandshake) =>
@@ -140,7 +157,8 @@ impl<'a> Client<'a> {
                         again.push(i);
                         gone = Some(e);
                     }
-                    Err(e) => failures.push(e),
+                    Err(e) if required[i] => failures.push(e),
+                    other => results[i] = Some(other),
                 }
             }
             if let Some(first) = report_failures(failures) {
@@ -148,9 +166,16 @@ impl<'a> Client<'a> {
             }
             let Some(gone) = gone else { break };
             if round == MAX_REHANDSHAKES {
-                return Err(gone.context(format!(
+                let gone = gone.context(format!(
                     "still refused after {MAX_REHANDSHAKES} fresh sessions"
-                )));
+                ));
+                if again.iter().any(|&i| required[i]) {
+                    return Err(gone);
+                }
+                for &i in &again {
+                    results[i] = Some(Err(anyhow!("{gone:#}")));
+                }
+                break;
             }
             log::warn!(
                 "{} resource(s) need a fresh session ({gone:#}): attesting again",
@@ -159,13 +184,16 @@ impl<'a> Client<'a> {
             session = self.attested_session().await?;
             pending = again;
         }
-        let fetched: Vec<Fetched> = results.into_iter().flatten().collect();
+        let results: Vec<Result<Fetched>> = results
+            .into_iter()
+            .map(|r| r.unwrap_or_else(|| Err(anyhow!("not fetched"))))
+            .collect();
         log::info!(
             "fetched {} resource(s) in one attested session in {:.1} ms",
-            fetched.len(),
+            results.iter().filter(|r| r.is_ok()).count(),
             ms(started.elapsed())
         );
-        Ok(fetched)
+        Ok(results)
     }
 
     /// Runs auth + attest, again when the KBS rejects the attestation (a

@@ -8,7 +8,9 @@
 
 mod binding;
 mod cli;
+mod cmdline;
 mod commands;
+mod config;
 mod eventlog;
 mod evidence;
 mod exit;
@@ -24,7 +26,10 @@ mod report;
 mod resource;
 mod retry;
 mod root;
+mod run;
 mod sevguest;
+mod sink;
+mod systemd;
 mod teekey;
 #[cfg(test)]
 mod testvec;
@@ -56,6 +61,7 @@ fn main() -> ExitCode {
             Command::Get(args) => commands::get(args).await,
             Command::Evidence(args) => commands::evidence(args).await,
             Command::Probe(args) => commands::probe(args),
+            Command::Run(args) => run::run(args).await,
             Command::Decode(args) => {
                 report::decode_file(&args.file, args.json, args.vcek.as_deref())
             }

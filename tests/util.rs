@@ -138,3 +138,45 @@ pub fn assert_fails_with(out: &Output, code: i32, needle: &str) {
     let log = stderr(out);
     assert!(log.contains(needle), "stderr lacks {needle:?}:\n{log}");
 }
+
+/// A tmpfs mounted for one test (root only); lazily unmounted on drop.
+pub struct Tmpfs(PathBuf);
+
+impl Tmpfs {
+    /// Mounts a tmpfs of `size` bytes on `dir`, or `None` when not root.
+    pub fn mount(dir: &Path, size: usize) -> Option<Tmpfs> {
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } != 0 {
+            return None;
+        }
+        std::fs::create_dir_all(dir).unwrap();
+        let target = std::ffi::CString::new(dir.as_os_str().as_encoded_bytes()).unwrap();
+        let opts = std::ffi::CString::new(format!("size={size},mode=0755")).unwrap();
+        // SAFETY: all pointers are valid NUL-terminated strings for the call.
+        let rc = unsafe {
+            libc::mount(
+                c"tmpfs".as_ptr(),
+                target.as_ptr(),
+                c"tmpfs".as_ptr(),
+                0,
+                opts.as_ptr().cast(),
+            )
+        };
+        assert_eq!(
+            rc,
+            0,
+            "mount tmpfs on {}: {}",
+            dir.display(),
+            std::io::Error::last_os_error()
+        );
+        Some(Tmpfs(dir.to_owned()))
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let target = std::ffi::CString::new(self.0.as_os_str().as_encoded_bytes()).unwrap();
+        // SAFETY: target is a valid path string.
+        unsafe { libc::umount2(target.as_ptr(), libc::MNT_DETACH) };
+    }
+}

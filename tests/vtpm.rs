@@ -343,6 +343,24 @@ fn az_tdx_vtpm_end_to_end_with_a_td_quote_from_imds() {
     );
     assert_eq!(reqs[0].header("metadata"), Some("true"));
     assert_eq!(w.kbs.stats().attest, 1);
+    // The TDX shape: the recorded evidence's members, td_quote in base64url with padding.
+    let r = w
+        .kbs
+        .requests()
+        .into_iter()
+        .find(|r| r.path == "/kbs/v0/attest")
+        .unwrap();
+    let ours = &serde_json::from_str::<Value>(&r.body).unwrap()["tee-evidence"]["primary_evidence"];
+    let recorded: Value = serde_json::from_str(
+        &std::fs::read_to_string(data("az-tdx-vtpm/evidence-v1.json")).unwrap(),
+    )
+    .unwrap();
+    let keys = |v: &Value| v.as_object().unwrap().keys().cloned().collect::<Vec<_>>();
+    assert_eq!(keys(ours), keys(&recorded));
+    assert_eq!(keys(&ours["tpm_quote"]), keys(&recorded["tpm_quote"]));
+    assert_eq!(ours["version"], 2);
+    let quote = URL_SAFE.decode(ours["td_quote"].as_str().unwrap()).unwrap();
+    assert_eq!(u16::from_le_bytes([quote[0], quote[1]]), 4, "a v4 TD quote");
 }
 
 #[test]

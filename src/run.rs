@@ -1,0 +1,208 @@
+// SPDX-License-Identifier: Apache-2.0
+//! `cvm-attest run`, what the boot units start: configuration → platform →
+//! one attested session (KBS URLs tried in order) → every secret fetched
+//! concurrently → delivered all-or-nothing → consumer units reloaded →
+//! systemd told. Progress goes to systemd as `STATUS=`, and every wait for a
+//! retry extends the unit's start timeout within the run's own deadline.
+
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+
+use crate::cli::RunArgs;
+use crate::config::{self, Config, Overrides, Sources};
+use crate::evidence::{Platform, TeeOptions};
+use crate::exit::Usage;
+use crate::http::{Transport, TransportConfig, TransportError};
+use crate::kbs::{Client, Fetched};
+use crate::resource::ResourcePath;
+use crate::root;
+use crate::sink::{self, Layout, UnitAction};
+use crate::systemd::{self, Notifier};
+
+/// Where the configuration lives.
+const CONFIG: &str = "/etc/cvm-attest/config.toml";
+const DROPINS: &str = "/etc/cvm-attest/config.d";
+
+pub async fn run(args: RunArgs) -> Result<()> {
+    let started = Instant::now();
+    let notify = Rc::new(Notifier::from_env());
+    let config = load(&args).map_err(Usage)?;
+    if !config.enabled {
+        let why = config.disabled_by.as_deref().unwrap_or("the configuration");
+        log::info!("disabled by {why}: nothing to do");
+        notify.status(&format!("disabled by {why}"));
+        notify.ready();
+        return Ok(());
+    }
+    let deadline = started + config.timeout;
+    notify.status("detecting the TEE");
+    let options = TeeOptions {
+        tcti: config.tcti.clone().unwrap_or_else(crate::tpm::default_tcti),
+        ak_handle: config.ak_handle,
+        imds: config
+            .imds_url
+            .clone()
+            .unwrap_or_else(|| crate::imds::DEFAULT_URL.to_owned()),
+        imds_deadline: config.timeout,
+        hcl_timeout: config.hcl_timeout.unwrap_or(Duration::from_secs(10)),
+    };
+    let platform = Platform::select(config.tee, &options)?;
+
+    let resources = unique_resources(&config);
+    let required: Vec<bool> = resources
+        .iter()
+        .map(|r| {
+            config
+                .secrets
+                .iter()
+                .any(|s| s.required && &s.resource == r)
+        })
+        .collect();
+    let fetched = fetch(
+        &config, &notify, platform, &options, &resources, &required, deadline,
+    )
+    .await?;
+
+    let mut items: Vec<(&sink::Secret, &[u8])> = Vec::new();
+    for secret in &config.secrets {
+        let slot = resources
+            .iter()
+            .position(|r| r == &secret.resource)
+            .context("resource list out of step")?;
+        match &fetched[slot] {
+            Ok(f) => items.push((secret, &f.data)),
+            Err(e) => log::warn!(
+                "optional secret '{}' ({}) is not delivered: {e:#}",
+                secret.name,
+                secret.resource
+            ),
+        }
+    }
+    notify.status(&format!("delivering {} secret(s)", items.len()));
+    let layout = Layout::standard(&config.secrets_dir);
+    let delivered = sink::deliver(&layout, &items)?;
+    let actions = unit_actions(items.iter().map(|(s, _)| *s));
+    if delivered.changed > 0 && !actions.is_empty() {
+        notify.status(&format!("reloading {} unit(s)", actions.len()));
+        let left = deadline
+            .saturating_duration_since(Instant::now())
+            .max(Duration::from_secs(1));
+        systemd::act_on_units(&actions, left).await?;
+    }
+    let summary = format!(
+        "delivered {} secret(s): {} destination(s) written, {} unchanged, in {:.1} s",
+        items.len(),
+        delivered.changed,
+        delivered.unchanged,
+        started.elapsed().as_secs_f64()
+    );
+    log::info!("{summary}");
+    notify.status(&summary);
+    notify.ready();
+    Ok(())
+}
+
+fn load(args: &RunArgs) -> Result<Config> {
+    let file = args.config.clone().unwrap_or_else(|| root::path(CONFIG));
+    let dropins = match &args.config {
+        Some(f) => f.with_file_name("config.d"),
+        None => root::path(DROPINS),
+    };
+    let initrd = args.initrd || root::path("/etc/initrd-release").exists();
+    let cmdline = crate::cmdline::read(initrd)?;
+    let sources = Sources {
+        file: &file,
+        dropins: &dropins,
+        cmdline: &cmdline,
+        initrd,
+    };
+    let overrides = Overrides {
+        kbs: args.kbs.clone(),
+        kbs_ca: args.kbs_ca.clone(),
+        insecure_http: args.insecure_http,
+        tee: args.tee,
+        timeout: args.timeout,
+    };
+    Ok(config::load(&sources, &overrides)?)
+}
+
+/// Each resource once, in configuration order.
+fn unique_resources(config: &Config) -> Vec<ResourcePath> {
+    let mut out: Vec<ResourcePath> = Vec::new();
+    for s in &config.secrets {
+        if !out.contains(&s.resource) {
+            out.push(s.resource.clone());
+        }
+    }
+    out
+}
+
+fn unit_actions<'a>(secrets: impl Iterator<Item = &'a sink::Secret>) -> Vec<UnitAction> {
+    let mut out: Vec<UnitAction> = Vec::new();
+    for action in secrets.flat_map(|s| s.units.iter()) {
+        if !out.contains(action) {
+            out.push(action.clone());
+        }
+    }
+    out
+}
+
+/// Longest a single KBS is tried before the next one gets its turn.
+const PER_KBS: Duration = Duration::from_secs(30);
+
+/// The KBS URLs in order, round after round until the deadline: an
+/// unreachable one gives way to the next; a KBS that answers is final,
+/// whatever it says.
+async fn fetch(
+    config: &Config,
+    notify: &Rc<Notifier>,
+    platform: Platform,
+    options: &TeeOptions,
+    resources: &[ResourcePath],
+    required: &[bool],
+    deadline: Instant,
+) -> Result<Vec<Result<Fetched>>> {
+    let mut last: Option<anyhow::Error> = None;
+    for url in config.kbs.iter().cycle() {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left < Duration::from_millis(100) {
+            break;
+        }
+        notify.status(&format!("attesting to {url} as {}", platform.name()));
+        let cfg = TransportConfig {
+            url: url.clone(),
+            ca: config.kbs_ca.clone(),
+            insecure_http: config.insecure_http,
+            deadline: left.min(PER_KBS),
+            connect_timeout: config.connect_timeout,
+            request_timeout: config.request_timeout,
+        };
+        let mut transport = Transport::new(&cfg).map_err(Usage)?;
+        let observer = Rc::clone(notify);
+        transport.observe(move |message, wait| {
+            observer.status(message);
+            observer.extend_timeout(wait + Duration::from_secs(30));
+        });
+        let client = Client::new(&transport, platform, options)?;
+        match client.fetch_each(resources, required).await {
+            Err(e) if e.chain().any(|c| c.is::<TransportError>()) => {
+                log::warn!("{e:#}; trying the next KBS");
+                last = Some(e);
+            }
+            other => return other,
+        }
+    }
+    let tried = config.kbs.join(", ");
+    match last {
+        Some(e) => Err(e.context(format!(
+            "no KBS answered within the {} deadline (tried {tried})",
+            crate::http::seconds(config.timeout)
+        ))),
+        None => bail!(
+            "the {} deadline passed before any KBS was tried",
+            crate::http::seconds(config.timeout)
+        ),
+    }
+}

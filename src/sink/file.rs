@@ -1,0 +1,218 @@
+// SPDX-License-Identifier: Apache-2.0
+//! File sinks, written all-or-nothing.
+//!
+//! `stage` writes the secret to a temporary file beside its target, created
+//! with its final mode (and owner), after checking that the directory is on
+//! tmpfs or ramfs: a secret never touches persistent storage. `commit`
+//! renames it into place, keeping the previous file as a hard-linked backup
+//! until `finish`, so that `undo` can put every earlier file back when a
+//! later step fails. A target that already holds the same bytes, mode and
+//! owner is left alone: a re-run with the same content changes nothing.
+
+use std::fs::{self, File, OpenOptions, Permissions};
+use std::io::Write;
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+
+const TMPFS_MAGIC: i64 = 0x0102_1994;
+const RAMFS_MAGIC: i64 = 0x8584_58f6;
+
+/// A file to put in place.
+pub struct Target<'a> {
+    pub path: PathBuf,
+    pub mode: u32,
+    pub uid: Option<u32>,
+    pub gid: Option<u32>,
+    /// Mode of directories created on the way.
+    pub dir_mode: u32,
+    /// Refuse a directory that is not tmpfs or ramfs (else only warn, for
+    /// an operator's explicit `get --output`).
+    pub memory_only: bool,
+    pub data: &'a [u8],
+}
+
+/// A staged file: written, not yet in place. Removed on drop unless committed.
+pub struct Staged {
+    temp: Option<PathBuf>,
+    target: PathBuf,
+    backup: Option<PathBuf>,
+    committed: bool,
+}
+
+/// The filesystem type of `dir`, from statfs(2).
+pub fn fs_magic(dir: &Path) -> Result<i64> {
+    let c_path =
+        std::ffi::CString::new(dir.as_os_str().as_encoded_bytes()).context("path contains NUL")?;
+    let mut st = std::mem::MaybeUninit::<libc::statfs>::uninit();
+    // SAFETY: c_path is NUL-terminated and st points to writable memory the
+    // size of a statfs, which the kernel fills completely on success.
+    let rc = unsafe { libc::statfs(c_path.as_ptr(), st.as_mut_ptr()) };
+    if rc != 0 {
+        return Err(std::io::Error::last_os_error())
+            .with_context(|| format!("statfs {}", dir.display()));
+    }
+    // SAFETY: statfs returned 0, so st is initialized.
+    let f_type = unsafe { st.assume_init() }.f_type;
+    // f_type is i64 here but a narrower integer on some targets.
+    #[allow(clippy::unnecessary_cast)]
+    Ok(f_type as i64)
+}
+
+pub fn memory_backed(dir: &Path) -> Result<bool> {
+    Ok(matches!(fs_magic(dir)?, TMPFS_MAGIC | RAMFS_MAGIC))
+}
+
+fn unchanged(t: &Target<'_>) -> bool {
+    let Ok(meta) = fs::symlink_metadata(&t.path) else {
+        return false;
+    };
+    meta.is_file()
+        && meta.mode() & 0o7777 == t.mode
+        && t.uid.is_none_or(|u| u == meta.uid())
+        && t.gid.is_none_or(|g| g == meta.gid())
+        && meta.len() == t.data.len() as u64
+        && fs::read(&t.path).is_ok_and(|old| old == t.data)
+}
+
+fn hidden(target: &Path, suffix: &str) -> Result<PathBuf> {
+    let name = target
+        .file_name()
+        .with_context(|| format!("{} names no file", target.display()))?;
+    Ok(target.with_file_name(format!(
+        ".{}.cvm-attest-{suffix}-{}",
+        name.to_string_lossy(),
+        std::process::id()
+    )))
+}
+
+/// Writes the temporary file (or notes that nothing needs to change).
+pub fn stage(t: &Target<'_>) -> Result<Staged> {
+    let dir = match t.path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(t.dir_mode)
+        .create(dir)
+        .with_context(|| format!("create directory {}", dir.display()))?;
+    if !memory_backed(dir)? {
+        if t.memory_only {
+            bail!("refusing to write a secret to {}: it is not on tmpfs or ramfs (secrets never go to persistent storage)", dir.display());
+        }
+        log::warn!(
+            "{} is not on tmpfs or ramfs: the secret may reach persistent storage",
+            dir.display()
+        );
+    }
+    if unchanged(t) {
+        log::debug!("{} already holds this secret", t.path.display());
+        return Ok(Staged {
+            temp: None,
+            target: t.path.clone(),
+            backup: None,
+            committed: false,
+        });
+    }
+    let temp = hidden(&t.path, "new")?;
+    let _ = fs::remove_file(&temp);
+    let write = || -> std::io::Result<()> {
+        let mut file: File = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(t.mode)
+            .open(&temp)?;
+        // The umask may have narrowed the mode; the final mode is exact.
+        file.set_permissions(Permissions::from_mode(t.mode))?;
+        // Only when it changes anything: the hardened unit's seccomp filter
+        // refuses chown(2) altogether (see systemd/cvm-attest.service).
+        let meta = file.metadata()?;
+        let uid = t.uid.filter(|&u| u != meta.uid());
+        let gid = t.gid.filter(|&g| g != meta.gid());
+        if uid.is_some() || gid.is_some() {
+            std::os::unix::fs::fchown(&file, uid, gid).map_err(|e| {
+                std::io::Error::new(
+                    e.kind(),
+                    format!("change the owner to {uid:?}:{gid:?} ({e}); the unit needs CapabilityBoundingSet=CAP_CHOWN and SystemCallFilter=@chown for that"),
+                )
+            })?;
+        }
+        file.write_all(t.data)
+    };
+    if let Err(e) = write() {
+        let _ = fs::remove_file(&temp);
+        return Err(e).with_context(|| format!("write {}", t.path.display()));
+    }
+    Ok(Staged {
+        temp: Some(temp),
+        target: t.path.clone(),
+        backup: None,
+        committed: false,
+    })
+}
+
+impl Staged {
+    pub fn target(&self) -> &Path {
+        &self.target
+    }
+
+    /// Whether committing changes anything.
+    pub fn changes(&self) -> bool {
+        self.temp.is_some()
+    }
+
+    /// Renames the new file into place, keeping the old one as a backup.
+    pub fn commit(&mut self) -> Result<()> {
+        let Some(temp) = &self.temp else {
+            return Ok(());
+        };
+        if self.target.exists() {
+            let backup = hidden(&self.target, "old")?;
+            let _ = fs::remove_file(&backup);
+            fs::hard_link(&self.target, &backup)
+                .with_context(|| format!("keep the previous {}", self.target.display()))?;
+            self.backup = Some(backup);
+        }
+        fs::rename(temp, &self.target)
+            .with_context(|| format!("move the secret into place at {}", self.target.display()))?;
+        self.committed = true;
+        Ok(())
+    }
+
+    /// Puts the previous file (or its absence) back.
+    pub fn undo(&mut self) {
+        if !self.committed {
+            return;
+        }
+        let result = match &self.backup {
+            Some(backup) => fs::rename(backup, &self.target),
+            None => fs::remove_file(&self.target),
+        };
+        if let Err(e) = result {
+            log::error!("restore {}: {e}", self.target.display());
+        }
+        self.committed = false;
+        self.backup = None;
+    }
+
+    /// Drops the backup once the whole delivery succeeded.
+    pub fn finish(mut self) {
+        if let Some(backup) = self.backup.take() {
+            let _ = fs::remove_file(backup);
+        }
+        self.committed = false;
+        self.temp = None;
+    }
+}
+
+impl Drop for Staged {
+    fn drop(&mut self) {
+        if let Some(temp) = &self.temp {
+            if !self.committed {
+                let _ = fs::remove_file(temp);
+            }
+        }
+    }
+}

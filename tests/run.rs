@@ -1,0 +1,424 @@
+// SPDX-License-Identifier: Apache-2.0
+//! `cvm-attest run` as the boot unit runs it, under a re-rooted tree whose
+//! /run is a real tmpfs, with the real kernel keyring, a test NOTIFY_SOCKET
+//! and the reference KBS. Needs root (for the tmpfs and chown); without it
+//! each test prints `SKIPPED …` and returns (CI runs as root).
+
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::net::UnixDatagram;
+use std::path::{Path, PathBuf};
+use std::process::Output;
+use std::time::Duration;
+
+use crate::util::{agent_cmd, assert_exit, assert_fails_with, stderr, TempDir, Tmpfs, World};
+
+/// A re-rooted machine: tmpfs /run, /etc/cvm-attest/config.toml, passwd/group.
+struct Machine {
+    dir: TempDir,
+    _run: Tmpfs,
+    keyring: String,
+    tag: String,
+}
+
+impl Machine {
+    fn new(name: &str, run_size: usize) -> Option<Machine> {
+        let dir = TempDir::new(name);
+        let Some(run) = Tmpfs::mount(&dir.path().join("run"), run_size) else {
+            eprintln!("SKIPPED {name}: needs root to mount a tmpfs");
+            return None;
+        };
+        let etc = dir.path().join("etc");
+        std::fs::create_dir_all(etc.join("cvm-attest")).unwrap();
+        std::fs::write(
+            etc.join("passwd"),
+            "root:x:0:0:root:/root:/bin/sh\ndaemon:x:1:1:daemon:/:/bin/false\n",
+        )
+        .unwrap();
+        std::fs::write(etc.join("group"), "root:x:0:\ndaemon:x:1:\n").unwrap();
+        std::fs::create_dir_all(dir.path().join("proc")).unwrap();
+        std::fs::write(
+            dir.path().join("proc/cmdline"),
+            "BOOT_IMAGE=/vmlinuz root=/dev/mapper/root quiet\n",
+        )
+        .unwrap();
+        let tag = format!("{}-{}", name, std::process::id());
+        Some(Machine {
+            dir,
+            _run: run,
+            keyring: format!("cvm-attest-test-{tag}"),
+            tag,
+        })
+    }
+
+    fn path(&self, rel: &str) -> PathBuf {
+        self.dir.path().join(rel)
+    }
+
+    fn write_config(&self, text: &str) {
+        std::fs::write(self.path("etc/cvm-attest/config.toml"), text).unwrap();
+    }
+
+    /// The five-sink configuration of the issue, against `kbs`.
+    fn five_secrets(&self, kbs: &str) -> String {
+        format!(
+            r#"
+[kbs]
+url = "{kbs}"
+insecure-http = true
+timeout = 30
+[tee]
+type = "sample"
+[delivery]
+keyring = "{ring}"
+
+[[secret]]
+name = "app-key"
+resource = "default/key/k0"
+  [[secret.file]]
+  path = "app/k0.key"
+  mode = "0440"
+  owner = "root"
+  group = "daemon"
+
+[[secret]]
+name = "tls.key"
+resource = "default/key/k1"
+  [[secret.credential]]
+
+[[secret]]
+name = "root-luks"
+resource = "default/luks/root"
+  [[secret.cryptsetup]]
+  volume = "root"
+
+[[secret]]
+name = "dataset"
+resource = "default/key/k2"
+  [[secret.keyring]]
+  type = "user"
+  description = "cvm-test:user-{tag}"
+  permissions = "0x3f0b0000"
+
+[[secret]]
+name = "dm-key"
+resource = "default/key/k3"
+  [[secret.keyring]]
+  type = "logon"
+  description = "cvm-test:logon-{tag}"
+"#,
+            ring = self.keyring,
+            tag = self.tag
+        )
+    }
+
+    /// Runs `cvm-attest run` with a notify socket; returns output and messages.
+    fn run(&self, extra: &[&str]) -> (Output, Vec<String>) {
+        self.run_env(extra, &[])
+    }
+
+    fn run_env(&self, extra: &[&str], env: &[(&str, &str)]) -> (Output, Vec<String>) {
+        let notify = Notify::bind(&self.path("notify.sock"));
+        let mut args = vec!["run"];
+        args.extend_from_slice(extra);
+        let mut cmd = agent_cmd(&args);
+        cmd.env("CVM_ATTEST_ROOT", self.dir.path())
+            .env("NOTIFY_SOCKET", notify.path())
+            .env("DBUS_SYSTEM_BUS_ADDRESS", "unix:path=/nonexistent/bus");
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let out = cmd.output().unwrap();
+        (out, notify.finish())
+    }
+}
+
+/// A NOTIFY_SOCKET drained by a thread, like systemd reads it (the
+/// datagram queue holds only a few messages).
+struct Notify {
+    path: PathBuf,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    reader: std::thread::JoinHandle<Vec<String>>,
+}
+
+impl Notify {
+    fn bind(path: &Path) -> Notify {
+        let _ = std::fs::remove_file(path);
+        let sock = UnixDatagram::bind(path).unwrap();
+        sock.set_read_timeout(Some(Duration::from_millis(50)))
+            .unwrap();
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = stop.clone();
+        let reader = std::thread::spawn(move || {
+            let (mut messages, mut buf) = (Vec::new(), [0u8; 4096]);
+            loop {
+                match sock.recv(&mut buf) {
+                    Ok(n) => messages.push(String::from_utf8_lossy(&buf[..n]).into_owned()),
+                    Err(_) if flag.load(std::sync::atomic::Ordering::SeqCst) => return messages,
+                    Err(_) => {}
+                }
+            }
+        });
+        Notify {
+            path: path.to_owned(),
+            stop,
+            reader,
+        }
+    }
+
+    fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn finish(self) -> Vec<String> {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        self.reader.join().unwrap()
+    }
+}
+
+/// /proc/keys line for a description: (perm hex, type).
+fn proc_key(description: &str) -> Option<(String, String)> {
+    let keys = std::fs::read_to_string("/proc/keys").unwrap();
+    keys.lines()
+        .find(|l| {
+            l.ends_with(&format!("{description}: 32")) || l.contains(&format!(" {description}: "))
+        })
+        .map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            (f[4].to_owned(), f[7].to_owned())
+        })
+}
+
+fn mode(p: &Path) -> u32 {
+    std::fs::metadata(p).unwrap().permissions().mode() & 0o7777
+}
+
+#[test]
+fn five_secrets_reach_their_sinks() {
+    let Some(m) = Machine::new("run-five", 1 << 20) else {
+        return;
+    };
+    let w = World::new("run-five", 4, |_| {});
+    m.write_config(&m.five_secrets(&w.kbs.url()));
+    let (out, notes) = m.run(&[]);
+    assert_exit(&out, 0);
+    assert!(out.stdout.is_empty(), "run prints nothing on stdout");
+
+    let file = m.path("run/cvm-attest/app/k0.key");
+    assert_eq!(std::fs::read(&file).unwrap(), w.secret("default/key/k0"));
+    assert_eq!(mode(&file), 0o440);
+    let meta = std::fs::metadata(&file).unwrap();
+    assert_eq!((meta.uid(), meta.gid()), (0, 1), "owner root, group daemon");
+    let cred = m.path("run/credstore/tls.key");
+    assert_eq!(std::fs::read(&cred).unwrap(), w.secret("default/key/k1"));
+    assert_eq!(
+        (mode(&cred), mode(&m.path("run/credstore"))),
+        (0o400, 0o700)
+    );
+    let luks = m.path("run/cryptsetup-keys.d/root.key");
+    assert_eq!(std::fs::read(&luks).unwrap(), w.secret("default/luks/root"));
+    assert_eq!(mode(&luks), 0o400);
+
+    // The keys: in the named keyring under @u, with the configured permissions.
+    let (perm, kind) =
+        proc_key(&format!("cvm-test:user-{}", m.tag)).expect("the user key is in /proc/keys");
+    assert_eq!((perm.as_str(), kind.as_str()), ("3f0b0000", "user"));
+    let (perm, kind) =
+        proc_key(&format!("cvm-test:logon-{}", m.tag)).expect("the logon key is in /proc/keys");
+    assert_eq!((perm.as_str(), kind.as_str()), ("3f010000", "logon"));
+    let ring = proc_key(&m.keyring).expect("the named keyring exists");
+    assert_eq!(ring.1, "keyring");
+    let user_ring = keyutils::Keyring::attach(keyutils::SpecialKeyring::User).unwrap();
+    let (_, rings) = user_ring.read().unwrap();
+    let named = rings
+        .into_iter()
+        .find(|r| r.description().unwrap().description == m.keyring)
+        .expect("linked under @u");
+    let (keys, _) = named.read().unwrap();
+    let find = |d: &str| {
+        keys.iter()
+            .find(|k| k.description().unwrap().description == d)
+            .expect(d)
+    };
+    assert_eq!(
+        find(&format!("cvm-test:user-{}", m.tag)).read().unwrap(),
+        w.secret("default/key/k2")
+    );
+    let logon = find(&format!("cvm-test:logon-{}", m.tag));
+    assert!(logon.read().is_err(), "a logon key cannot be read back");
+
+    // systemd heard each phase, in order, and READY last.
+    let phases: Vec<&str> = notes.iter().map(|n| n.trim_end()).collect();
+    let pos = |prefix: &str| {
+        phases
+            .iter()
+            .position(|p| p.starts_with(prefix))
+            .unwrap_or_else(|| panic!("{prefix} missing: {phases:?}"))
+    };
+    assert!(pos("STATUS=detecting the TEE") < pos("STATUS=attesting to"));
+    assert!(pos("STATUS=attesting to") < pos("STATUS=delivering 5 secret(s)"));
+    assert!(pos("STATUS=delivering") < pos("STATUS=delivered 5 secret(s)"));
+    assert_eq!(phases.last(), Some(&"READY=1"));
+
+    // A second run with the same content rewrites no file.
+    let inode = std::fs::metadata(&file).unwrap().ino();
+    let (out, _) = m.run(&[]);
+    assert_exit(&out, 0);
+    assert!(stderr(&out).contains("3 unchanged"), "{}", stderr(&out));
+    assert_eq!(std::fs::metadata(&file).unwrap().ino(), inode);
+    // Remove the test's keyring (and its keys) from @u.
+    let _ = named.invalidate();
+}
+
+#[test]
+fn a_denied_required_secret_delivers_nothing() {
+    let Some(m) = Machine::new("run-deny", 1 << 20) else {
+        return;
+    };
+    let w = World::new("run-deny", 4, |c| {
+        c.policy = refkbs::Policy::from_rules(vec![
+            refkbs::Rule::deny("sample", "default/luks/root").unwrap(),
+            refkbs::Rule::allow("*", "*/*/*").unwrap(),
+        ])
+    });
+    m.write_config(&m.five_secrets(&w.kbs.url()));
+    // An earlier delivery of the app key must survive the failed run.
+    let old = m.path("run/cvm-attest/app/k0.key");
+    std::fs::create_dir_all(old.parent().unwrap()).unwrap();
+    std::fs::write(&old, b"previous").unwrap();
+    let (out, notes) = m.run(&[]);
+    assert_fails_with(
+        &out,
+        3,
+        "the KBS policy denied default/luks/root for TEE sample",
+    );
+    assert_eq!(std::fs::read(&old).unwrap(), b"previous");
+    assert!(!m.path("run/credstore/tls.key").exists());
+    assert!(!m.path("run/cryptsetup-keys.d/root.key").exists());
+    assert!(proc_key(&format!("cvm-test:user-{}", m.tag)).is_none());
+    assert!(!notes.iter().any(|n| n.starts_with("READY=1")));
+}
+
+#[test]
+fn a_full_tmpfs_leaves_no_partial_file() {
+    // 64 KiB of /run, and a secret of 100 KiB for the first file sink.
+    let Some(m) = Machine::new("run-full", 64 << 10) else {
+        return;
+    };
+    let w = World::new("run-full", 1, |c| {
+        std::fs::write(c.resources.join("default/key/k0"), vec![0x5a; 100 << 10]).unwrap();
+    });
+    m.write_config(&format!(
+        "[kbs]\nurl = \"{}\"\ninsecure-http = true\n[tee]\ntype = \"sample\"\n\
+         [[secret]]\nname = \"small\"\nresource = \"default/luks/root\"\n  [[secret.credential]]\n\
+         [[secret]]\nname = \"big\"\nresource = \"default/key/k0\"\n  [[secret.file]]\n  path = \"big.key\"\n",
+        w.kbs.url()
+    ));
+    let (out, _) = m.run(&[]);
+    assert_fails_with(&out, 1, "run/cvm-attest/big.key");
+    assert!(
+        stderr(&out).contains("No space left on device"),
+        "{}",
+        stderr(&out)
+    );
+    let leftovers: Vec<_> = std::fs::read_dir(m.path("run/cvm-attest"))
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name())
+        .collect();
+    assert!(
+        leftovers.is_empty(),
+        "no partial or temporary file: {leftovers:?}"
+    );
+    assert!(!m.path("run/credstore/small").exists(), "all or nothing");
+}
+
+#[test]
+fn a_kbs_down_for_twenty_seconds_is_waited_for() {
+    let Some(m) = Machine::new("run-late", 1 << 20) else {
+        return;
+    };
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let url = format!("http://127.0.0.1:{port}");
+    m.write_config(&format!(
+        "[kbs]\nurl = \"{url}\"\ninsecure-http = true\ntimeout = 60\n[tee]\ntype = \"sample\"\n\
+         [[secret]]\nname = \"late\"\nresource = \"default/key/k0\"\n  [[secret.credential]]\n"
+    ));
+    // The KBS comes up 20 s after the agent starts.
+    let resources = TempDir::new("run-late-res");
+    std::fs::create_dir_all(resources.path().join("default/key")).unwrap();
+    std::fs::write(resources.path().join("default/key/k0"), b"late secret").unwrap();
+    let res = resources.path().to_owned();
+    let (done, finished) = std::sync::mpsc::channel::<()>();
+    let server = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_secs(20));
+        let mut config = refkbs::Config::new(res);
+        config.listen = format!("127.0.0.1:{port}").parse().unwrap();
+        config.quiet = true;
+        let kbs = refkbs::RefKbs::start(config).unwrap();
+        let _ = finished.recv_timeout(Duration::from_secs(60));
+        drop(kbs);
+    });
+    let started = std::time::Instant::now();
+    let (out, notes) = m.run_env(&[], &[("CVM_ATTEST_TEST_BACKOFF_MS", "1000")]);
+    assert_exit(&out, 0);
+    let retries = notes.iter().filter(|n| n.contains("retrying in")).count();
+    assert!(retries >= 10, "{notes:?}");
+    assert!(
+        notes.iter().any(|n| n.starts_with("EXTEND_TIMEOUT_USEC=")),
+        "{notes:?}"
+    );
+    assert_eq!(notes.last().map(|n| n.trim_end()), Some("READY=1"));
+    let _ = done.send(());
+    assert!(started.elapsed() >= Duration::from_secs(20));
+    assert_eq!(
+        std::fs::read(m.path("run/credstore/late")).unwrap(),
+        b"late secret"
+    );
+    server.join().unwrap();
+}
+
+#[test]
+fn a_passed_deadline_is_a_clean_failure() {
+    let Some(m) = Machine::new("run-deadline", 1 << 20) else {
+        return;
+    };
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    m.write_config(&format!(
+        "[kbs]\nurl = [\"http://127.0.0.1:{port}\", \"http://127.0.0.1:{port}\"]\ninsecure-http = true\ntimeout = 2\n\
+         [tee]\ntype = \"sample\"\n[[secret]]\nname = \"never\"\nresource = \"default/key/k0\"\n  [[secret.credential]]\n"
+    ));
+    let (out, notes) = m.run(&[]);
+    assert_fails_with(
+        &out,
+        4,
+        "no KBS answered within the 2s deadline (tried http://127.0.0.1:",
+    );
+    assert!(!m.path("run/credstore/never").exists());
+    assert!(!notes.iter().any(|n| n.starts_with("READY=1")));
+}
+
+#[test]
+fn configuration_errors_name_file_line_and_key() {
+    let Some(m) = Machine::new("run-config", 1 << 20) else {
+        return;
+    };
+    m.write_config("[kbs]\nurl = \"http://127.0.0.1:1\"\n\n[[secret]]\nname = \"x\"\nresource = \"default/key\"\n  [[secret.credential]]\n");
+    let (out, _) = m.run(&[]);
+    assert_fails_with(&out, 2, "config.toml:6");
+    assert!(stderr(&out).contains("resource"), "{}", stderr(&out));
+    // Disabled on the kernel command line: nothing to do, success.
+    std::fs::create_dir_all(m.path("proc")).unwrap();
+    std::fs::write(m.path("proc/cmdline"), "quiet cvm_attest=0\n").unwrap();
+    let (out, notes) = m.run(&[]);
+    assert_exit(&out, 0);
+    assert!(stderr(&out).contains("disabled by"), "{}", stderr(&out));
+    assert!(notes.iter().any(|n| n.trim_end() == "READY=1"));
+}
