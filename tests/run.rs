@@ -6,6 +6,7 @@
 
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::os::unix::net::UnixDatagram;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::Output;
 use std::time::Duration;
@@ -74,6 +75,7 @@ keyring = "{ring}"
 [[secret]]
 name = "app-key"
 resource = "default/key/k0"
+reload = ["sshd.service"]
   [[secret.file]]
   path = "app/k0.key"
   mode = "0440"
@@ -83,6 +85,7 @@ resource = "default/key/k0"
 [[secret]]
 name = "tls.key"
 resource = "default/key/k1"
+restart = ["nginx.service"]
   [[secret.credential]]
 
 [[secret]]
@@ -199,9 +202,34 @@ fn five_secrets_reach_their_sinks() {
     };
     let w = World::new("run-five", 4, |_| {});
     m.write_config(&m.five_secrets(&w.kbs.url()));
-    let (out, notes) = m.run(&[]);
+    let results = [("sshd.service", "done"), ("nginx.service", "done")];
+    let Some(systemd) = tee_emu::systemd1::FakeSystemd::start(m.dir.path(), &results) else {
+        return;
+    };
+    let (out, notes) = m.run_env(&[], &[("DBUS_SYSTEM_BUS_ADDRESS", systemd.address())]);
     assert_exit(&out, 0);
     assert!(out.stdout.is_empty(), "run prints nothing on stdout");
+    // The consumer units were acted on over D-Bus, after delivery.
+    let calls: Vec<(&str, String, String)> = systemd
+        .calls()
+        .into_iter()
+        .map(|c| (c.method, c.unit, c.mode))
+        .collect();
+    assert_eq!(
+        calls,
+        [
+            (
+                "ReloadUnit",
+                "sshd.service".to_owned(),
+                "replace".to_owned()
+            ),
+            (
+                "RestartUnit",
+                "nginx.service".to_owned(),
+                "replace".to_owned()
+            ),
+        ]
+    );
 
     let file = m.path("run/cvm-attest/app/k0.key");
     assert_eq!(std::fs::read(&file).unwrap(), w.secret("default/key/k0"));
@@ -256,12 +284,13 @@ fn five_secrets_reach_their_sinks() {
     };
     assert!(pos("STATUS=detecting the TEE") < pos("STATUS=attesting to"));
     assert!(pos("STATUS=attesting to") < pos("STATUS=delivering 5 secret(s)"));
-    assert!(pos("STATUS=delivering") < pos("STATUS=delivered 5 secret(s)"));
+    assert!(pos("STATUS=delivering") < pos("STATUS=reloading 2 unit(s)"));
+    assert!(pos("STATUS=reloading") < pos("STATUS=delivered 5 secret(s)"));
     assert_eq!(phases.last(), Some(&"READY=1"));
 
     // A second run with the same content rewrites no file.
     let inode = std::fs::metadata(&file).unwrap().ino();
-    let (out, _) = m.run(&[]);
+    let (out, _) = m.run_env(&[], &[("DBUS_SYSTEM_BUS_ADDRESS", systemd.address())]);
     assert_exit(&out, 0);
     assert!(stderr(&out).contains("3 unchanged"), "{}", stderr(&out));
     assert_eq!(std::fs::metadata(&file).unwrap().ino(), inode);
@@ -421,4 +450,38 @@ fn configuration_errors_name_file_line_and_key() {
     assert_exit(&out, 0);
     assert!(stderr(&out).contains("disabled by"), "{}", stderr(&out));
     assert!(notes.iter().any(|n| n.trim_end() == "READY=1"));
+}
+
+#[test]
+fn an_exhausted_keyring_quota_is_a_clear_error() {
+    // An unprivileged user's key quota is 20000 bytes (keyrings(7)); a
+    // 30000-byte user key cannot fit. Run the agent as nobody to hit it.
+    let Some(m) = Machine::new("run-quota", 1 << 20) else {
+        return;
+    };
+    let w = World::new("run-quota", 1, |c| {
+        std::fs::write(c.resources.join("default/key/k0"), vec![0x42; 30_000]).unwrap();
+    });
+    m.write_config(&format!(
+        "[kbs]\nurl = \"{}\"\ninsecure-http = true\n[tee]\ntype = \"sample\"\n\
+         [[secret]]\nname = \"big\"\nresource = \"default/key/k0\"\n  [[secret.keyring]]\n  type = \"user\"\n  description = \"cvm-test:quota\"\n",
+        w.kbs.url()
+    ));
+    let out = agent_cmd(&["run"])
+        .env("CVM_ATTEST_ROOT", m.dir.path())
+        .uid(65534)
+        .gid(65534)
+        .output()
+        .unwrap();
+    assert_fails_with(
+        &out,
+        1,
+        "the kernel key quota of this user is exhausted (EDQUOT)",
+    );
+    assert!(
+        stderr(&out).contains("nothing was delivered")
+            || stderr(&out).contains("deliver secret 'big'"),
+        "{}",
+        stderr(&out)
+    );
 }

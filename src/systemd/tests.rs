@@ -3,18 +3,14 @@
 //! actions against a stand-in `org.freedesktop.systemd1` served with zbus on
 //! a private `dbus-daemon` (skipped, saying so, where dbus-daemon is missing).
 
-use std::collections::HashMap;
 use std::ffi::OsString;
 use std::os::linux::net::SocketAddrExt;
 use std::os::unix::net::{SocketAddr, UnixDatagram};
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use zbus::object_server::SignalEmitter;
-use zbus::zvariant::{ObjectPath, OwnedObjectPath};
+use tee_emu::systemd1::{Call, FakeSystemd};
 
 use super::units::act_on_units_at;
 use super::Notifier;
@@ -116,173 +112,6 @@ fn notifier_survives_a_missing_or_bad_socket() {
     notifier.ready();
 }
 
-/// A private bus: `dbus-daemon --session` on a socket in the scratch
-/// directory, killed when the test ends.
-struct Bus {
-    pid: libc::pid_t,
-    address: String,
-}
-
-impl Bus {
-    fn start(dir: &Path) -> Option<Bus> {
-        let listen = format!("unix:path={}", dir.join("bus").display());
-        let out = match Command::new("dbus-daemon")
-            .args([
-                "--session",
-                "--fork",
-                "--nopidfile",
-                "--print-address=1",
-                "--print-pid=1",
-            ])
-            .arg(format!("--address={listen}"))
-            .output()
-        {
-            Ok(out) => out,
-            Err(e) => {
-                println!("SKIPPED: no dbus-daemon ({e}); install dbus to run the D-Bus tests");
-                return None;
-            }
-        };
-        assert!(
-            out.status.success(),
-            "dbus-daemon: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let text = String::from_utf8(out.stdout).unwrap();
-        let mut lines = text.lines();
-        let address = lines.next().expect("the bus address").to_owned();
-        let pid = lines
-            .next()
-            .expect("the daemon's pid")
-            .trim()
-            .parse()
-            .unwrap();
-        Some(Bus { pid, address })
-    }
-}
-
-impl Drop for Bus {
-    fn drop(&mut self) {
-        // SAFETY: kill has no memory preconditions; pid is the daemon we started.
-        unsafe { libc::kill(self.pid, libc::SIGTERM) };
-    }
-}
-
-/// One method call received by the stand-in manager.
-#[derive(Debug, PartialEq)]
-struct Call {
-    method: &'static str,
-    unit: String,
-    mode: String,
-}
-
-/// The stand-in `org.freedesktop.systemd1.Manager`: each job ends with the
-/// result configured for its unit (after an unrelated job's signal), or
-/// never when none is; `missing.service` does not exist.
-struct Manager {
-    calls: Arc<Mutex<Vec<Call>>>,
-    results: HashMap<&'static str, &'static str>,
-    next_id: u32,
-}
-
-impl Manager {
-    fn queue(
-        &mut self,
-        method: &'static str,
-        unit: String,
-        mode: String,
-        emitter: SignalEmitter<'_>,
-    ) -> zbus::fdo::Result<OwnedObjectPath> {
-        self.calls.lock().unwrap().push(Call {
-            method,
-            unit: unit.clone(),
-            mode,
-        });
-        if unit == "missing.service" {
-            return Err(zbus::fdo::Error::Failed(format!("Unit {unit} not found.")));
-        }
-        self.next_id += 1;
-        let id = self.next_id;
-        let job = OwnedObjectPath::try_from(format!("/org/freedesktop/systemd1/job/{id}")).unwrap();
-        if let Some(result) = self.results.get(unit.as_str()).copied() {
-            let emitter = emitter.to_owned();
-            let path = job.clone();
-            tokio::spawn(async move {
-                let other = ObjectPath::try_from("/org/freedesktop/systemd1/job/9999").unwrap();
-                Manager::job_removed(&emitter, 9999, other, "other.service", "failed")
-                    .await
-                    .unwrap();
-                Manager::job_removed(&emitter, id, path.as_ref(), &unit, result)
-                    .await
-                    .unwrap();
-            });
-        }
-        Ok(job)
-    }
-}
-
-#[zbus::interface(name = "org.freedesktop.systemd1.Manager")]
-impl Manager {
-    async fn reload_unit(
-        &mut self,
-        name: String,
-        mode: String,
-        #[zbus(signal_emitter)] emitter: SignalEmitter<'_>,
-    ) -> zbus::fdo::Result<OwnedObjectPath> {
-        self.queue("ReloadUnit", name, mode, emitter)
-    }
-
-    async fn restart_unit(
-        &mut self,
-        name: String,
-        mode: String,
-        #[zbus(signal_emitter)] emitter: SignalEmitter<'_>,
-    ) -> zbus::fdo::Result<OwnedObjectPath> {
-        self.queue("RestartUnit", name, mode, emitter)
-    }
-
-    async fn reload_or_restart_unit(
-        &mut self,
-        name: String,
-        mode: String,
-        #[zbus(signal_emitter)] emitter: SignalEmitter<'_>,
-    ) -> zbus::fdo::Result<OwnedObjectPath> {
-        self.queue("ReloadOrRestartUnit", name, mode, emitter)
-    }
-
-    #[zbus(signal)]
-    async fn job_removed(
-        emitter: &SignalEmitter<'_>,
-        id: u32,
-        job: ObjectPath<'_>,
-        unit: &str,
-        result: &str,
-    ) -> zbus::Result<()>;
-}
-
-/// Serves the stand-in manager as `org.freedesktop.systemd1` on `bus`.
-async fn serve(
-    bus: &Bus,
-    results: &[(&'static str, &'static str)],
-) -> (zbus::Connection, Arc<Mutex<Vec<Call>>>) {
-    let calls = Arc::new(Mutex::new(Vec::new()));
-    let manager = Manager {
-        calls: calls.clone(),
-        results: results.iter().copied().collect(),
-        next_id: 0,
-    };
-    let connection = zbus::connection::Builder::address(bus.address.as_str())
-        .unwrap()
-        .name("org.freedesktop.systemd1")
-        .unwrap()
-        .serve_at("/org/freedesktop/systemd1", manager)
-        .unwrap()
-        .build()
-        .await
-        .expect("serve the stand-in manager");
-    (connection, calls)
-}
-
 fn action(unit: &str, action: Action) -> UnitAction {
     UnitAction {
         unit: unit.to_owned(),
@@ -301,28 +130,26 @@ fn call(method: &'static str, unit: &str) -> Call {
 #[tokio::test]
 async fn unit_actions_reach_the_manager_and_wait_for_their_jobs() {
     let dir = Scratch::new("dbus-ok");
-    let Some(bus) = Bus::start(dir.path()) else {
-        return;
-    };
-    let (_server, calls) = serve(
-        &bus,
+    let Some(bus) = FakeSystemd::start(
+        dir.path(),
         &[
             ("a.service", "done"),
             ("b.service", "done"),
             ("c.socket", "done"),
         ],
-    )
-    .await;
+    ) else {
+        return;
+    };
     let actions = [
         action("a.service", Action::Reload),
         action("b.service", Action::Restart),
         action("c.socket", Action::ReloadOrRestart),
     ];
-    act_on_units_at(&bus.address, &actions, Duration::from_secs(20))
+    act_on_units_at(bus.address(), &actions, Duration::from_secs(20))
         .await
         .expect("every job done");
     assert_eq!(
-        *calls.lock().unwrap(),
+        bus.calls(),
         [
             call("ReloadUnit", "a.service"),
             call("RestartUnit", "b.service"),
@@ -334,16 +161,17 @@ async fn unit_actions_reach_the_manager_and_wait_for_their_jobs() {
 #[tokio::test]
 async fn a_failed_job_is_an_error_naming_the_unit() {
     let dir = Scratch::new("dbus-failed");
-    let Some(bus) = Bus::start(dir.path()) else {
+    let Some(bus) = FakeSystemd::start(
+        dir.path(),
+        &[("bad.service", "failed"), ("good.service", "done")],
+    ) else {
         return;
     };
-    let (_server, calls) =
-        serve(&bus, &[("bad.service", "failed"), ("good.service", "done")]).await;
     let actions = [
         action("bad.service", Action::Restart),
         action("good.service", Action::Reload),
     ];
-    let e = act_on_units_at(&bus.address, &actions, Duration::from_secs(20))
+    let e = act_on_units_at(bus.address(), &actions, Duration::from_secs(20))
         .await
         .unwrap_err();
     let text = format!("{e:#}");
@@ -352,21 +180,20 @@ async fn a_failed_job_is_an_error_naming_the_unit() {
         "restart bad.service: the job ended with result 'failed' (see journalctl -u bad.service)"
     );
     // The other unit was still acted on.
-    assert_eq!(calls.lock().unwrap().len(), 2);
+    assert_eq!(bus.calls().len(), 2);
 }
 
 #[tokio::test]
 async fn every_failure_is_reported() {
     let dir = Scratch::new("dbus-failures");
-    let Some(bus) = Bus::start(dir.path()) else {
+    let Some(bus) = FakeSystemd::start(dir.path(), &[("skip.service", "skipped")]) else {
         return;
     };
-    let (_server, _calls) = serve(&bus, &[("skip.service", "skipped")]).await;
     let actions = [
         action("missing.service", Action::Reload),
         action("skip.service", Action::ReloadOrRestart),
     ];
-    let e = act_on_units_at(&bus.address, &actions, Duration::from_secs(20))
+    let e = act_on_units_at(bus.address(), &actions, Duration::from_secs(20))
         .await
         .unwrap_err();
     let text = format!("{e:#}");
@@ -384,12 +211,11 @@ async fn every_failure_is_reported() {
 #[tokio::test]
 async fn a_job_that_never_ends_times_out() {
     let dir = Scratch::new("dbus-hang");
-    let Some(bus) = Bus::start(dir.path()) else {
+    let Some(bus) = FakeSystemd::start(dir.path(), &[]) else {
         return;
     };
-    let (_server, _calls) = serve(&bus, &[]).await;
     let actions = [action("hang.service", Action::Restart)];
-    let e = act_on_units_at(&bus.address, &actions, Duration::from_millis(300))
+    let e = act_on_units_at(bus.address(), &actions, Duration::from_millis(300))
         .await
         .unwrap_err();
     assert_eq!(

@@ -29,6 +29,7 @@ mod sev_guest;
 mod sev_ioctl;
 pub mod snp;
 pub mod swtpm;
+pub mod systemd1;
 pub mod tdx;
 mod tpm_cmd;
 mod tsm;
