@@ -47,6 +47,8 @@ pub struct Staging {
     /// ones: a keyring holds one key per type and description.
     previous: Keyring,
     entries: Vec<Entry>,
+    /// Keys found already in place.
+    unchanged: usize,
 }
 
 fn errno_text(e: keyutils::Error) -> String {
@@ -101,6 +103,7 @@ impl Staging {
             staging,
             previous,
             entries: Vec::new(),
+            unchanged: 0,
         })
     }
 
@@ -114,6 +117,16 @@ impl Staging {
         );
         let ring = named_keyring(t.keyring)?;
         let old = existing(&ring, t.kind, t.description)?;
+        // A user key with the same payload and permissions stays as it is.
+        // (A logon key cannot be read back, so it is always replaced.)
+        if let (KeyKind::User, Some(key)) = (t.kind, &old) {
+            let same_perm = key.description().is_ok_and(|d| d.perms.bits() == t.perm);
+            if same_perm && t.timeout.is_none() && key.read().is_ok_and(|p| p == t.data) {
+                log::debug!("the {label} already holds this secret");
+                self.unchanged += 1;
+                return Ok(());
+            }
+        }
         let mut new = match t.kind {
             KeyKind::User => self.staging.add_key::<User, _, _>(t.description, t.data),
             KeyKind::Logon => {
@@ -210,8 +223,9 @@ impl Staging {
         }
     }
 
-    pub fn len(&self) -> usize {
-        self.entries.len()
+    /// Keys placed, and keys that were already in place.
+    pub fn counts(&self) -> (usize, usize) {
+        (self.entries.len(), self.unchanged)
     }
 }
 

@@ -213,7 +213,9 @@ pub fn deliver(layout: &Layout, items: &[(&Secret, &[u8])]) -> anyhow::Result<De
         f.finish();
     }
     if let Some(k) = keys {
-        delivered.changed += k.len();
+        let (changed, unchanged) = k.counts();
+        delivered.changed += changed;
+        delivered.unchanged += unchanged;
         k.finish();
     }
     Ok(delivered)
