@@ -1,7 +1,20 @@
 # SPDX-License-Identifier: Apache-2.0
 CARGO ?= cargo
+INSTALL ?= install
 
-.PHONY: all demo test bench lint fmt
+# Install layout (GNU/FHS names; rpm/cvm-attest.spec passes the distribution's).
+DESTDIR ?=
+PREFIX ?= /usr
+BINDIR ?= $(PREFIX)/bin
+MANDIR ?= $(PREFIX)/share/man
+UNITDIR ?= $(PREFIX)/lib/systemd/system
+DRACUTDIR ?= $(PREFIX)/lib/dracut/modules.d
+DRACUTCONFDIR ?= $(PREFIX)/lib/dracut/dracut.conf.d
+SYSCONFDIR ?= /etc
+# The binary `install` copies; it never builds (run `make` first).
+BIN ?= target/release/cvm-attest
+
+.PHONY: all demo test bench lint fmt install uninstall
 
 all:
 	$(CARGO) build --release --locked --workspace
@@ -10,7 +23,7 @@ all:
 demo:
 	sh tests/demo.sh
 
-# Every test (unit, reference-KBS integration, recorded vectors).
+# Every test (unit, reference-KBS integration, recorded vectors, packaging).
 test:
 	$(CARGO) test --workspace --locked
 
@@ -25,3 +38,28 @@ lint:
 
 fmt:
 	$(CARGO) fmt --all
+
+# The binary, the real-root unit, the dracut module (with the initramfs unit,
+# which only means something there) and its dracut.conf.d snippet, the man
+# page, and the example configuration (0600, never over an existing one).
+install:
+	@test -x $(BIN) || { echo "$(BIN) is missing: run 'make' first" >&2; exit 1; }
+	$(INSTALL) -D -m 0755 $(BIN) $(DESTDIR)$(BINDIR)/cvm-attest
+	$(INSTALL) -D -m 0644 systemd/cvm-attest.service $(DESTDIR)$(UNITDIR)/cvm-attest.service
+	$(INSTALL) -D -m 0755 dracut/91cvm-attest/module-setup.sh \
+		$(DESTDIR)$(DRACUTDIR)/91cvm-attest/module-setup.sh
+	$(INSTALL) -D -m 0644 systemd/cvm-attest-initrd.service \
+		$(DESTDIR)$(DRACUTDIR)/91cvm-attest/cvm-attest-initrd.service
+	$(INSTALL) -D -m 0644 dracut/dracut.conf.d/91-cvm-attest.conf \
+		$(DESTDIR)$(DRACUTCONFDIR)/91-cvm-attest.conf
+	$(INSTALL) -D -m 0644 docs/cvm-attest.8 $(DESTDIR)$(MANDIR)/man8/cvm-attest.8
+	$(INSTALL) -d -m 0755 $(DESTDIR)$(SYSCONFDIR)/cvm-attest
+	$(INSTALL) -d -m 0700 $(DESTDIR)$(SYSCONFDIR)/cvm-attest/config.d
+	test -e $(DESTDIR)$(SYSCONFDIR)/cvm-attest/config.toml || \
+		$(INSTALL) -m 0600 etc/config.toml $(DESTDIR)$(SYSCONFDIR)/cvm-attest/config.toml
+
+# Leaves /etc/cvm-attest alone: it is the administrator's.
+uninstall:
+	rm -f $(DESTDIR)$(BINDIR)/cvm-attest $(DESTDIR)$(UNITDIR)/cvm-attest.service \
+		$(DESTDIR)$(DRACUTCONFDIR)/91-cvm-attest.conf $(DESTDIR)$(MANDIR)/man8/cvm-attest.8
+	rm -rf $(DESTDIR)$(DRACUTDIR)/91cvm-attest

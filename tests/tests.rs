@@ -9,6 +9,7 @@ mod decode;
 mod faults;
 mod get;
 mod leaks;
+mod packaging;
 mod probe;
 mod run;
 mod tee;
