@@ -464,31 +464,25 @@ fn bad_vtpm_and_imds_inputs_fail_clearly() {
     // IMDS: 500s until the deadline, a hung request, garbage.
     let az = azure("bad-imds", HclKind::Snp);
     let (tcti, imds) = (az.para.tcti(), az.imds.url());
+    let within_a_second = || {
+        evidence(&[
+            "--tee",
+            "az-snp-vtpm",
+            "--tcti",
+            &tcti,
+            "--imds-url",
+            &imds,
+            "--timeout",
+            "1",
+        ])
+    };
     az.imds.fail_next(1000, 500);
-    let out = evidence(&[
-        "--tee",
-        "az-snp-vtpm",
-        "--tcti",
-        &tcti,
-        "--imds-url",
-        &imds,
-        "--timeout",
-        "1",
-    ]);
+    let out = within_a_second();
     assert_fails_with(&out, 4, "could not fetch the VCEK from IMDS");
     assert!(stderr(&out).contains("HTTP 500"), "{}", stderr(&out));
     az.imds.fail_next(0, 500);
     az.imds.delay_next(1, std::time::Duration::from_secs(5));
-    let out = evidence(&[
-        "--tee",
-        "az-snp-vtpm",
-        "--tcti",
-        &tcti,
-        "--imds-url",
-        &imds,
-        "--timeout",
-        "1",
-    ]);
+    let out = within_a_second();
     assert_fails_with(&out, 4, "could not fetch the VCEK from IMDS");
     az.imds.garble_next(1);
     let out = evidence(&["--tee", "az-snp-vtpm", "--tcti", &tcti, "--imds-url", &imds]);
