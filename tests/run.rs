@@ -370,11 +370,7 @@ fn a_kbs_down_for_twenty_seconds_is_waited_for() {
     let Some(m) = Machine::new("run-late", 1 << 20) else {
         return;
     };
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = crate::util::closed_port();
     let url = format!("http://127.0.0.1:{port}");
     m.write_config(&format!(
         "[kbs]\nurl = \"{url}\"\ninsecure-http = true\ntimeout = 60\n[tee]\ntype = \"sample\"\n\
@@ -419,11 +415,7 @@ fn a_passed_deadline_is_a_clean_failure() {
     let Some(m) = Machine::new("run-deadline", 1 << 20) else {
         return;
     };
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = crate::util::closed_port();
     m.write_config(&format!(
         "[kbs]\nurl = [\"http://127.0.0.1:{port}\", \"http://127.0.0.1:{port}\"]\ninsecure-http = true\ntimeout = 2\n\
          [tee]\ntype = \"sample\"\n[[secret]]\nname = \"never\"\nresource = \"default/key/k0\"\n  [[secret.credential]]\n"

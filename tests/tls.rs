@@ -5,7 +5,12 @@
 use crate::util::{agent, assert_exit, assert_fails_with, data, stderr, Tls, World};
 
 fn tls_world(name: &str) -> World {
-    World::new(name, 1, |c| {
+    tls_world_with(name, 1)
+}
+
+/// A reference KBS on HTTPS with the test CA, holding `n` resources.
+fn tls_world_with(name: &str, n: usize) -> World {
+    World::new(name, n, |c| {
         c.tls = Some(Tls {
             cert_chain: data("tls/server.pem"),
             key: data("tls/server.key"),
@@ -35,12 +40,7 @@ fn https_with_the_pinned_ca() {
 
 #[test]
 fn https_multiplexes_over_http2_and_survives_a_dropped_stream() {
-    let w = World::new("tls-h2", 3, |c| {
-        c.tls = Some(Tls {
-            cert_chain: data("tls/server.pem"),
-            key: data("tls/server.key"),
-        })
-    });
+    let w = tls_world_with("tls-h2", 3);
     w.kbs.push_fault(crate::util::Fault {
         endpoint: crate::util::Endpoint::Resource,
         count: 1,
@@ -169,11 +169,7 @@ fn a_url_without_scheme_is_refused_up_front() {
 #[test]
 fn an_unreachable_kbs_is_retried_until_the_deadline() {
     // A port nobody listens on: bind, note the port, close.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = crate::util::closed_port();
     let url = format!("http://127.0.0.1:{port}");
     let out = agent(&[
         "get",

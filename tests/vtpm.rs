@@ -420,11 +420,7 @@ fn bad_vtpm_and_imds_inputs_fail_clearly() {
     assert_fails_with(&out, 1, "this VM has no (v)TPM");
     let out = evidence(&["--tee", "tpm", "--tcti", "bogus:x"]);
     assert_fails_with(&out, 1, "TCTI 'bogus:x' is not valid");
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = crate::util::closed_port();
     let out = evidence(&[
         "--tee",
         "tpm",
