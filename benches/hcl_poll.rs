@@ -13,8 +13,8 @@ use tee_emu::{swtpm, FakeImds, HclKind, Paravisor, Swtpm};
 const RUNS: usize = 10;
 
 fn main() {
-    if !swtpm::available() {
-        eprintln!("SKIPPED hcl_poll: needs swtpm");
+    if !swtpm::available() || !tee_emu::fuse_usable() {
+        eprintln!("SKIPPED hcl_poll: needs swtpm, root and /dev/fuse");
         return;
     }
     let dir = std::env::temp_dir().join(format!("cvm-attest-bench-hcl-{}", std::process::id()));

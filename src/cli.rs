@@ -152,7 +152,7 @@ pub struct TeeArgs {
     /// TEE whose evidence to present (default: detect); `tpm` and `sample` only when named
     #[arg(long, value_enum)]
     pub tee: Option<Platform>,
-    /// TPM Command Transmission Interface, e.g. device:/dev/tpmrm0 or swtpm:host=127.0.0.1,port=2321
+    /// TPM device, as a device TCTI [default: device:/dev/tpmrm0]
     #[arg(long, value_name = "TCTI")]
     pub tcti: Option<String>,
     /// Persistent handle of the attestation key for --tee tpm [default: 0x81010002, or a new AK under the EK]

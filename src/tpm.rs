@@ -1,9 +1,9 @@
 // SPDX-License-Identifier: Apache-2.0
 //! The TPM, through tss-esapi over the system tpm2-tss (TCG TSS 2.0 ESAPI).
 //!
-//! One context per use, on the TCTI the operator chose (default
-//! `device:/dev/tpmrm0`, the kernel's resource manager; never tabrmd, which
-//! is not there in early boot). Every transient object this code loads is
+//! One context per use, on the TPM device the operator chose (default
+//! `device:/dev/tpmrm0`, the kernel's resource manager; device TCTIs only:
+//! never tabrmd, which is not there in early boot). Every transient object this code loads is
 //! flushed when its guard drops. What it offers: quotes over the SHA-256
 //! PCRs 0-23 (read back and checked against the quote's digest, retried if
 //! a PCR moved in between), the AK's public key, and NV reads and writes
@@ -27,7 +27,7 @@ use tss_esapi::structures::{
     AttestInfo, Data, HashScheme, MaxNvBuffer, NvPublicBuilder, PcrSelectionListBuilder, PcrSlot,
     Public, Signature, SignatureScheme,
 };
-use tss_esapi::tcti_ldr::TctiNameConf;
+use tss_esapi::tcti_ldr::{DeviceConfig, TctiNameConf};
 use tss_esapi::traits::Marshall;
 use tss_esapi::Context;
 
@@ -62,6 +62,21 @@ const SLOTS: [PcrSlot; 24] = [
     PcrSlot::Slot22,
     PcrSlot::Slot23,
 ];
+
+/// The device node of a device TCTI, `device:PATH`. Only device TCTIs are
+/// taken: a guest talks to its (v)TPM through the kernel, and tss-esapi
+/// parses the other kinds (swtpm, mssim, tabrmd) with `regex`, which would be
+/// a fifth of the binary (README, "Design").
+pub fn device_path(tcti: &str) -> Result<&str> {
+    match tcti.strip_prefix("device:") {
+        Some(path) if path.starts_with('/') => Ok(path),
+        _ => bail!(
+            "TCTI '{tcti}' is not supported: give the TPM device node as device:PATH, \
+             e.g. device:/dev/tpmrm0 (simulators can be reached through a device too, \
+             e.g. `swtpm cuse`)"
+        ),
+    }
+}
 
 /// The default TCTI: the kernel resource manager, under the current root.
 pub fn default_tcti() -> String {
@@ -120,20 +135,19 @@ impl Drop for Loaded<'_> {
 }
 
 impl Tpm {
-    /// Opens a context on `tcti` (e.g. `device:/dev/tpmrm0`, `swtpm:host=…,port=…`).
+    /// Opens a context on `tcti`, a device TCTI (`device:/dev/tpmrm0`).
     pub fn open(tcti: &str) -> Result<Tpm> {
-        if let Some(path) = tcti.strip_prefix("device:") {
-            if !std::path::Path::new(path).exists() {
-                bail!("no TPM at {path}: this VM has no (v)TPM, or its driver is not loaded (tpm_crb/tpm_tis)");
-            }
+        let path = device_path(tcti)?;
+        if !std::path::Path::new(path).exists() {
+            bail!("no TPM at {path}: this VM has no (v)TPM, or its driver is not loaded (tpm_crb/tpm_tis)");
         }
         // The C library logs its own errors to stderr; we report ours once.
         if std::env::var_os("TSS2_LOG").is_none() {
             std::env::set_var("TSS2_LOG", "all+none");
         }
-        let conf = TctiNameConf::from_str(tcti).map_err(|e| {
-            anyhow!("TCTI '{tcti}' is not valid ({e}): use e.g. device:/dev/tpmrm0")
-        })?;
+        let conf = TctiNameConf::Device(
+            DeviceConfig::from_str(path).with_context(|| format!("TCTI '{tcti}'"))?,
+        );
         let ctx =
             Context::new(conf).with_context(|| format!("open the TPM through TCTI '{tcti}'"))?;
         Ok(Tpm {

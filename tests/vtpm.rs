@@ -4,7 +4,10 @@
 //! Azure's `az-snp-vtpm`/`az-tdx-vtpm` through a paravisor stand-in (a TPM
 //! command proxy that refreshes the HCL report when the guest writes its
 //! report data) and a fake IMDS, end to end against the reference KBS.
-//! Without swtpm each test prints `SKIPPED …` and returns (CI installs it).
+//! The agent reaches each TPM as it does in a VM, through tpm2-tss's device
+//! TCTI on a `/dev/tpmrm0` (a FUSE file in front of the TPM's port).
+//! Without swtpm or FUSE each test prints `SKIPPED …` and returns (CI runs
+//! them as root with swtpm installed).
 
 use std::path::Path;
 use std::process::{Command, Output};
@@ -12,17 +15,18 @@ use std::process::{Command, Output};
 use base64::engine::general_purpose::{STANDARD, URL_SAFE};
 use base64::Engine;
 use serde_json::Value;
-use tee_emu::{swtpm, FakeImds, HclKind, Paravisor, Swtpm};
+use tee_emu::{swtpm, FakeImds, HclKind, Paravisor, Swtpm, TpmDevice};
 
 use crate::util::{agent_cmd, assert_exit, assert_fails_with, data, stderr, TempDir, World};
 
 const AZURE_AK: u32 = 0x8100_0003;
 const NONCE: &str = "PI0aozgydOubNNe3Vjb0Q9n3+MvpRwe8UuGffNiyBcA=";
 
+/// swtpm and tpm2-tools, and FUSE for the `/dev/tpmrm0` the agent opens.
 fn ready(name: &str) -> bool {
-    let ok = swtpm::available();
+    let ok = swtpm::available() && tee_emu::fuse_usable();
     if !ok {
-        eprintln!("SKIPPED {name}: needs swtpm");
+        eprintln!("SKIPPED {name}: needs swtpm, tpm2-tools, root and /dev/fuse");
     }
     ok
 }
@@ -113,7 +117,8 @@ fn tpm_quote_verifies_with_tpm2_checkquote() {
     let tpm = Swtpm::start(dir.path()).unwrap();
     let ak = tpm.create_ek_ak(Some(0x8101_0002)).unwrap();
     tpm.extend_pcr(7, [7u8; 32]).unwrap();
-    let tcti = tpm.tcti();
+    let dev = tpm.device().unwrap();
+    let tcti = dev.tcti();
     let out = evidence(&["--tee", "tpm", "--tcti", &tcti]);
     assert_exit(&out, 0);
     let (ev, body) = primary(&out);
@@ -155,7 +160,8 @@ fn tpm_without_a_persisted_ak_makes_one_and_the_kbs_accepts_it() {
     let dir = TempDir::new("tpm-kbs");
     let tpm = Swtpm::start(dir.path()).unwrap();
     let w = World::new("tpm-kbs", 1, |_| {});
-    let (url, tcti) = (w.kbs.url(), tpm.tcti());
+    let dev = tpm.device().unwrap();
+    let (url, tcti) = (w.kbs.url(), dev.tcti());
     let out = agent_cmd(&[
         "get",
         "--kbs",
@@ -411,33 +417,41 @@ fn bad_vtpm_and_imds_inputs_fail_clearly() {
     if !ready("bad_vtpm_and_imds_inputs_fail_clearly") {
         return;
     }
-    // No TPM at all (device TCTI under an empty root), and a TCTI that makes no sense.
+    // No TPM at all (device TCTI under an empty root), TCTIs the agent does not
+    // open, and a device whose TPM is gone.
     let root = TempDir::new("no-tpm");
     let out = agent_cmd(&["evidence", "--nonce", "n", "--tee", "tpm"])
         .env("CVM_ATTEST_ROOT", root.path())
         .output()
         .unwrap();
     assert_fails_with(&out, 1, "this VM has no (v)TPM");
-    let out = evidence(&["--tee", "tpm", "--tcti", "bogus:x"]);
-    assert_fails_with(&out, 1, "TCTI 'bogus:x' is not valid");
-    let port = crate::util::closed_port();
-    let out = evidence(&[
-        "--tee",
-        "tpm",
-        "--tcti",
-        &format!("swtpm:host=127.0.0.1,port={port}"),
-    ]);
-    assert_fails_with(
-        &out,
-        1,
-        "open the TPM through TCTI 'swtpm:host=127.0.0.1,port=",
-    );
+    for tcti in [
+        "bogus:x",
+        "swtpm:host=127.0.0.1,port=2321",
+        "device",
+        "device:tpmrm0",
+    ] {
+        let out = evidence(&["--tee", "tpm", "--tcti", tcti]);
+        assert_fails_with(&out, 1, &format!("TCTI '{tcti}' is not supported"));
+        assert!(
+            stderr(&out).contains("device:/dev/tpmrm0"),
+            "{}",
+            stderr(&out)
+        );
+    }
+    let gone = TempDir::new("tpm-gone");
+    let dev = TpmDevice::mount(&gone.path().join("dev"), crate::util::closed_port()).unwrap();
+    let tcti = dev.tcti();
+    let out = evidence(&["--tee", "tpm", "--tcti", &tcti]);
+    assert_fails_with(&out, 1, &format!("open the TPM through TCTI '{tcti}'"));
+    drop(dev);
 
     // A TPM without the Azure NV index, then with a truncated or mis-signed HCL report.
     let dir = TempDir::new("bad-hcl");
     let tpm = Swtpm::start(dir.path()).unwrap();
     let ak = tpm.create_ek_ak(Some(AZURE_AK)).unwrap();
-    let tcti = tpm.tcti();
+    let dev = tpm.device().unwrap();
+    let tcti = dev.tcti();
     let out = evidence(&["--tee", "az-snp-vtpm", "--tcti", &tcti]);
     assert_fails_with(&out, 1, "read NV index 0x01400001");
     let good = tee_emu::hcl::build(HclKind::Snp, &ak, &[0u8; 64]).unwrap();

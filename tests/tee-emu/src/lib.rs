@@ -11,7 +11,8 @@
 //!   test attestation key — usable directly by verifiers' tests.
 //! * [`swtpm`], a software TPM per test (swtpm + tpm2-tools), and
 //!   [`paravisor`], Azure's paravisor refreshing the HCL report ([`hcl`]) in
-//!   vTPM NV when the guest writes its report data; [`imds`], a fake Azure
+//!   vTPM NV when the guest writes its report data; [`TpmDevice`], a FUSE
+//!   `/dev/tpmrm0` in front of either, for tpm2-tss's device TCTI; [`imds`], a fake Azure
 //!   IMDS (THIM certificates, TD quotes). [`quote`] and [`ak`] give TPM quotes
 //!   and AK encodings, also from a software AK.
 //!
@@ -32,6 +33,7 @@ pub mod swtpm;
 pub mod systemd1;
 pub mod tdx;
 mod tpm_cmd;
+mod tpm_dev;
 mod tsm;
 mod tsm_fs;
 
@@ -49,3 +51,4 @@ pub use imds::FakeImds;
 pub use paravisor::Paravisor;
 pub use quote::{SoftAk, TpmQuote};
 pub use swtpm::Swtpm;
+pub use tpm_dev::TpmDevice;

@@ -4,10 +4,11 @@
 //! refreshes the HCL report in NV 0x01400001 so that var-data `user-data` is
 //! that data and the hardware report binds SHA-256(var-data).
 //!
-//! Emulated as a TCP proxy in front of a [`Swtpm`]: the command channel is
-//! forwarded one frame at a time (swtpm takes one client, so each agent
-//! connection gets one upstream connection, and agents are served one after
-//! the other); the control channel is forwarded as-is. After a successful
+//! Emulated as a TCP proxy in front of a [`Swtpm`], which the guest reaches
+//! through a [`TpmDevice`] (its `/dev/tpmrm0`, [`Paravisor::tcti`]): commands
+//! are forwarded one frame at a time (swtpm takes one client, so each open
+//! device file gets one upstream connection, and they are served one after
+//! the other). After a successful
 //! `TPM2_NV_Write` to 0x01400002 the proxy reads the index back (owner auth,
 //! so it works whatever session the agent used), builds a new HCL report
 //! ([`crate::hcl::build`]) and writes it, zero-padded to 2048 bytes, into
@@ -18,7 +19,7 @@
 //! report reads (NV_Reads of 0x01400001 at offset 0; the later chunks of a
 //! read see the same report); [`Paravisor::never`] never refreshes it.
 
-use std::net::{Ipv4Addr, Shutdown, TcpListener, TcpStream};
+use std::net::{Ipv4Addr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -26,8 +27,9 @@ use anyhow::{Context as _, Result};
 
 use crate::ak::AkInfo;
 use crate::hcl::{self, HclKind, NV_HCL_REPORT, NV_USER_DATA};
-use crate::swtpm::{free_port_pair, Swtpm};
+use crate::swtpm::Swtpm;
 use crate::tpm_cmd::{self, CC_NV_READ, CC_NV_WRITE};
+use crate::tpm_dev::TpmDevice;
 
 #[derive(Default)]
 struct Knobs {
@@ -52,6 +54,7 @@ struct Shared {
 pub struct Paravisor {
     port: u16,
     shared: Arc<Shared>,
+    device: TpmDevice,
 }
 
 /// The HCL report padded to the NV index size.
@@ -70,12 +73,9 @@ impl Paravisor {
             swtpm.nv_undefine(NV_HCL_REPORT)?;
             swtpm.nv_define_write(NV_HCL_REPORT, &initial)?;
         }
-        let port = free_port_pair()?;
-        let bind = |p: u16| {
-            TcpListener::bind((Ipv4Addr::LOCALHOST, p))
-                .with_context(|| format!("bind 127.0.0.1:{p}"))
-        };
-        let (commands, control) = (bind(port)?, bind(port + 1)?);
+        let commands =
+            TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).context("bind a loopback port")?;
+        let port = commands.local_addr().context("read the bound port")?.port();
         let shared = Arc::new(Shared {
             kind,
             ak: ak.clone(),
@@ -99,29 +99,21 @@ impl Paravisor {
                 }
             })
             .context("spawn the paravisor command thread")?;
-        let s = shared.clone();
-        std::thread::Builder::new()
-            .name("paravisor-ctrl".into())
-            .spawn(move || {
-                for agent in control.incoming() {
-                    if s.stop.load(Ordering::SeqCst) {
-                        break;
-                    }
-                    if let Ok(agent) = agent {
-                        let _ = pipe(agent, s.tpm_port + 1);
-                    }
-                }
-            })
-            .context("spawn the paravisor control thread")?;
-        Ok(Paravisor { port, shared })
+        // The guest sees the paravisor's TPM as its /dev/tpmrm0.
+        let device = TpmDevice::mount(&swtpm.dir().join("paravisor-dev"), port)?;
+        Ok(Paravisor {
+            port,
+            shared,
+            device,
+        })
     }
 
-    /// The TCTI string the agent should use.
+    /// The TCTI string the agent should use: the paravisor's `/dev/tpmrm0`.
     pub fn tcti(&self) -> String {
-        format!("swtpm:host=127.0.0.1,port={}", self.port)
+        self.device.tcti()
     }
 
-    /// The command port (control is one higher).
+    /// The command port.
     pub fn port(&self) -> u16 {
         self.port
     }
@@ -155,27 +147,9 @@ impl Paravisor {
 impl Drop for Paravisor {
     fn drop(&mut self) {
         self.shared.stop.store(true, Ordering::SeqCst);
-        // Wake both accept loops so they see the flag and close the listeners.
-        for port in [self.port, self.port + 1] {
-            let _ = TcpStream::connect((Ipv4Addr::LOCALHOST, port));
-        }
+        // Wake the accept loop so that it sees the flag and closes the listener.
+        let _ = TcpStream::connect((Ipv4Addr::LOCALHOST, self.port));
     }
-}
-
-/// Copies both directions between `agent` and the swtpm control port, on threads.
-fn pipe(agent: TcpStream, port: u16) -> Result<()> {
-    let tpm = TcpStream::connect((Ipv4Addr::LOCALHOST, port)).context("connect swtpm control")?;
-    let (mut a_in, mut t_out) = (agent.try_clone()?, tpm.try_clone()?);
-    let (mut t_in, mut a_out) = (tpm, agent);
-    std::thread::spawn(move || {
-        let _ = std::io::copy(&mut a_in, &mut t_out);
-        let _ = t_out.shutdown(Shutdown::Write);
-    });
-    std::thread::spawn(move || {
-        let _ = std::io::copy(&mut t_in, &mut a_out);
-        let _ = a_out.shutdown(Shutdown::Write);
-    });
-    Ok(())
 }
 
 impl Shared {

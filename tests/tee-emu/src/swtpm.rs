@@ -18,6 +18,7 @@ use anyhow::{anyhow, bail, ensure, Context as _, Result};
 
 use crate::ak::AkInfo;
 use crate::quote::{hex, TpmQuote};
+use crate::tpm_dev::TpmDevice;
 
 /// Largest NV index swtpm accepts (`TPM_PT_NV_INDEX_MAX`).
 pub const NV_INDEX_MAX: usize = 2048;
@@ -38,7 +39,7 @@ pub struct Swtpm {
 }
 
 /// Two adjacent free loopback ports `P`, `P+1` (free when probed).
-pub(crate) fn free_port_pair() -> Result<u16> {
+fn free_port_pair() -> Result<u16> {
     for _ in 0..50 {
         let first = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).context("bind a loopback port")?;
         let port = first.local_addr().context("read the bound port")?.port();
@@ -50,7 +51,7 @@ pub(crate) fn free_port_pair() -> Result<u16> {
 }
 
 /// Waits until `port` accepts a connection, or `child` exits, or 5 s pass.
-pub(crate) fn wait_listening(child: &mut Child, port: u16) -> Result<bool> {
+fn wait_listening(child: &mut Child, port: u16) -> Result<bool> {
     let deadline = Instant::now() + Duration::from_secs(5);
     while Instant::now() < deadline {
         if child.try_wait().context("poll swtpm")?.is_some() {
@@ -103,9 +104,15 @@ impl Swtpm {
         bail!("swtpm did not start: {}", log.trim())
     }
 
-    /// The TCTI string of tpm2-tss's swtpm TCTI.
-    pub fn tcti(&self) -> String {
+    /// The TCTI string of tpm2-tss's swtpm TCTI, for tpm2-tools.
+    pub fn tools_tcti(&self) -> String {
         format!("swtpm:host=127.0.0.1,port={}", self.port)
+    }
+
+    /// Mounts `dir/dev/tpmrm0` in front of this TPM, for the agent (which
+    /// opens device TCTIs only). Needs root and `/dev/fuse`.
+    pub fn device(&self) -> Result<TpmDevice> {
+        TpmDevice::mount(&self.dir.join("dev"), self.port)
     }
 
     /// The command port (the control port is one higher).
@@ -123,7 +130,7 @@ impl Swtpm {
         let out = Command::new(name)
             .args(args)
             .current_dir(&self.dir)
-            .env("TPM2TOOLS_TCTI", self.tcti())
+            .env("TPM2TOOLS_TCTI", self.tools_tcti())
             .env("TSS2_LOG", "all+none")
             .stdin(Stdio::null())
             .output()
