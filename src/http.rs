@@ -84,12 +84,21 @@ pub fn seconds(d: Duration) -> String {
     }
 }
 
+/// Parses a URL; host names must be ASCII (no IDNA tables in the binary).
+fn parse_url(what: &str, raw: &str) -> Result<Url> {
+    let parsed = Url::parse(raw).with_context(|| format!("parse {what} URL '{raw}'"));
+    if parsed.is_err() && !raw.is_ascii() {
+        bail!("{what} URL '{raw}' is not ASCII: write an international host name in its ASCII (xn--) form");
+    }
+    parsed
+}
+
 /// Checks the KBS URL before anything is sent.
 pub fn parse_kbs_url(raw: &str, insecure_http: bool) -> Result<Url> {
     if !raw.contains("://") {
         bail!("KBS URL '{raw}' has no scheme: write https://{raw}");
     }
-    let url = Url::parse(raw).with_context(|| format!("parse KBS URL '{raw}'"))?;
+    let url = parse_url("KBS", raw)?;
     match url.scheme() {
         "https" => {}
         "http" if insecure_http => {
@@ -158,7 +167,7 @@ impl Transport {
     /// The transport to Azure's Instance Metadata Service: plain http to a
     /// link-local address by design, every request with `Metadata: true`.
     pub fn imds(url: &str, deadline: Duration, request_timeout: Duration) -> Result<Transport> {
-        let base = Url::parse(url).with_context(|| format!("parse IMDS URL '{url}'"))?;
+        let base = parse_url("IMDS", url)?;
         if !matches!(base.scheme(), "http" | "https") || base.host_str().is_none() {
             bail!("IMDS URL '{url}' is not an http(s) URL with a host");
         }
@@ -407,6 +416,7 @@ mod tests {
         assert!(parse_kbs_url("https://kbs.example:8080", false).is_ok());
         assert!(parse_kbs_url("https://kbs.example/prefix/", false).is_ok());
         assert!(parse_kbs_url("http://127.0.0.1:8080", true).is_ok());
+        assert!(parse_kbs_url("https://xn--kbs-exmple-r5a.test", false).is_ok());
         for (raw, why) in [
             (
                 "127.0.0.1:8080",
@@ -418,6 +428,10 @@ mod tests {
             ("https://kbs.example/kbs/v0", "without /kbs/v0"),
             ("https://kbs.example/?a=b", "query or fragment"),
             ("https://", "parse KBS URL"),
+            (
+                "https://kbs.exämple",
+                "write an international host name in its ASCII (xn--) form",
+            ),
         ] {
             let err = format!("{:#}", parse_kbs_url(raw, false).unwrap_err());
             assert!(err.contains(why), "{raw}: {err}");
