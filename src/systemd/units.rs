@@ -17,7 +17,6 @@ use anyhow::{anyhow, bail, Context, Result};
 use futures_util::StreamExt;
 use tokio::time::Instant;
 use zbus::connection::Builder;
-use zbus::proxy::CacheProperties;
 use zbus::zvariant::OwnedObjectPath;
 
 use crate::sink::{Action, UnitAction};
@@ -29,25 +28,12 @@ const DEFAULT_SYSTEM_BUS: &str = "unix:path=/var/run/dbus/system_bus_socket";
 /// How a queued job replaces conflicting ones (what `systemctl` uses).
 const MODE: &str = "replace";
 
-#[zbus::proxy(
-    interface = "org.freedesktop.systemd1.Manager",
-    default_service = "org.freedesktop.systemd1",
-    default_path = "/org/freedesktop/systemd1",
-    gen_blocking = false
-)]
-trait Manager {
-    fn reload_unit(&self, name: &str, mode: &str) -> zbus::Result<OwnedObjectPath>;
-    fn restart_unit(&self, name: &str, mode: &str) -> zbus::Result<OwnedObjectPath>;
-    fn reload_or_restart_unit(&self, name: &str, mode: &str) -> zbus::Result<OwnedObjectPath>;
-    #[zbus(signal)]
-    fn job_removed(
-        &self,
-        id: u32,
-        job: OwnedObjectPath,
-        unit: String,
-        result: String,
-    ) -> zbus::Result<()>;
-}
+/// The manager object. Plain method calls and one match rule, not a
+/// `#[zbus::proxy]`: the proxy's property cache and signal machinery were
+/// 100 KB of the binary for three methods and one signal.
+const SERVICE: &str = "org.freedesktop.systemd1";
+const PATH: &str = "/org/freedesktop/systemd1";
+const MANAGER: &str = "org.freedesktop.systemd1.Manager";
 
 /// Acts on each unit in turn over the system bus and waits for every job to
 /// finish, all within `timeout`. Every action is tried; the error names each
@@ -85,16 +71,17 @@ pub(super) async fn act_on_units_at(
                  order them After=cvm-attest.service instead"
                 )
             })?;
-    let manager = ManagerProxy::builder(&connection)
-        .cache_properties(CacheProperties::No)
-        .build()
-        .await
-        .context("address systemd's manager object on the system bus")?;
     // Subscribe before queueing any job, so that no JobRemoved is missed. The
     // manager sends it to the client that queued the job even without
     // Subscribe() (systemd tracks the requester of each job).
-    let mut removed = manager
-        .receive_job_removed()
+    let rule = zbus::MatchRule::builder()
+        .msg_type(zbus::message::Type::Signal)
+        .sender(SERVICE)?
+        .path(PATH)?
+        .interface(MANAGER)?
+        .member("JobRemoved")?
+        .build();
+    let mut removed = zbus::MessageStream::for_match_rule(rule, &connection, None)
         .await
         .context("listen for systemd's JobRemoved signals")?;
 
@@ -102,19 +89,23 @@ pub(super) async fn act_on_units_at(
     for action in actions {
         let what = format!("{} {}", verb(action.action), action.unit);
         let outcome = tokio::time::timeout_at(deadline, async {
-            let job = queue(&manager, action)
+            let job = queue(&connection, action)
                 .await
                 .with_context(|| format!("ask systemd to {what}"))?;
             log::debug!("{what}: job {}", job.as_str());
             while let Some(signal) = removed.next().await {
-                let args = signal.args().context("decode a JobRemoved signal")?;
-                if args.job != job {
+                let signal = signal.context("read from the system bus")?;
+                let (_id, removed_job, _unit, result): (u32, OwnedObjectPath, String, String) =
+                    signal
+                        .body()
+                        .deserialize()
+                        .context("decode a JobRemoved signal")?;
+                if removed_job != job {
                     continue;
                 }
-                if args.result != "done" {
+                if result != "done" {
                     bail!(
-                        "{what}: the job ended with result '{}' (see journalctl -u {})",
-                        args.result,
+                        "{what}: the job ended with result '{result}' (see journalctl -u {})",
                         action.unit
                     );
                 }
@@ -144,12 +135,25 @@ pub(super) async fn act_on_units_at(
     }
 }
 
-async fn queue(manager: &ManagerProxy<'_>, action: &UnitAction) -> zbus::Result<OwnedObjectPath> {
-    match action.action {
-        Action::Reload => manager.reload_unit(&action.unit, MODE).await,
-        Action::Restart => manager.restart_unit(&action.unit, MODE).await,
-        Action::ReloadOrRestart => manager.reload_or_restart_unit(&action.unit, MODE).await,
-    }
+async fn queue(
+    connection: &zbus::Connection,
+    action: &UnitAction,
+) -> zbus::Result<OwnedObjectPath> {
+    let method = match action.action {
+        Action::Reload => "ReloadUnit",
+        Action::Restart => "RestartUnit",
+        Action::ReloadOrRestart => "ReloadOrRestartUnit",
+    };
+    let reply = connection
+        .call_method(
+            Some(SERVICE),
+            PATH,
+            Some(MANAGER),
+            method,
+            &(action.unit.as_str(), MODE),
+        )
+        .await?;
+    reply.body().deserialize()
 }
 
 fn verb(action: Action) -> &'static str {
