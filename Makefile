@@ -6,18 +6,24 @@ INSTALL ?= install
 DESTDIR ?=
 PREFIX ?= /usr
 BINDIR ?= $(PREFIX)/bin
+LIBEXECDIR ?= $(PREFIX)/libexec
 MANDIR ?= $(PREFIX)/share/man
 UNITDIR ?= $(PREFIX)/lib/systemd/system
 DRACUTDIR ?= $(PREFIX)/lib/dracut/modules.d
 DRACUTCONFDIR ?= $(PREFIX)/lib/dracut/dracut.conf.d
 SYSCONFDIR ?= /etc
-# The binary `install` copies; it never builds (run `make` first).
+# The binaries `install` copies; it never builds (run `make` first). The
+# agent runs its TPM helper from LIBEXECDIR, compiled in by `make`: build and
+# install with the same PREFIX/LIBEXECDIR.
 BIN ?= target/release/cvm-attest
+TPM_HELPER ?= $(dir $(BIN))cvm-attest-tpm
 
 .PHONY: all demo test bench lint fmt install uninstall
 
+# The agent alone, as the RPM builds it: built with the test crates, cargo would
+# unify their dependencies' features into it.
 all:
-	$(CARGO) build --release --locked --workspace
+	CVM_ATTEST_LIBEXECDIR=$(LIBEXECDIR) $(CARGO) build --release --locked
 
 # The main job: the full attestation flow against the reference KBS, no TEE needed.
 demo:
@@ -43,8 +49,10 @@ fmt:
 # which only means something there) and its dracut.conf.d snippet, the man
 # page, and the example configuration (0600, never over an existing one).
 install:
-	@test -x $(BIN) || { echo "$(BIN) is missing: run 'make' first" >&2; exit 1; }
+	@for f in $(BIN) $(TPM_HELPER); do \
+		test -x $$f || { echo "$$f is missing: run 'make' first" >&2; exit 1; }; done
 	$(INSTALL) -D -m 0755 $(BIN) $(DESTDIR)$(BINDIR)/cvm-attest
+	$(INSTALL) -D -m 0755 $(TPM_HELPER) $(DESTDIR)$(LIBEXECDIR)/cvm-attest-tpm
 	$(INSTALL) -D -m 0644 systemd/cvm-attest.service $(DESTDIR)$(UNITDIR)/cvm-attest.service
 	$(INSTALL) -D -m 0755 dracut/91cvm-attest/module-setup.sh \
 		$(DESTDIR)$(DRACUTDIR)/91cvm-attest/module-setup.sh
@@ -60,6 +68,7 @@ install:
 
 # Leaves /etc/cvm-attest alone: it is the administrator's.
 uninstall:
-	rm -f $(DESTDIR)$(BINDIR)/cvm-attest $(DESTDIR)$(UNITDIR)/cvm-attest.service \
+	rm -f $(DESTDIR)$(BINDIR)/cvm-attest $(DESTDIR)$(LIBEXECDIR)/cvm-attest-tpm \
+		$(DESTDIR)$(UNITDIR)/cvm-attest.service \
 		$(DESTDIR)$(DRACUTCONFDIR)/91-cvm-attest.conf $(DESTDIR)$(MANDIR)/man8/cvm-attest.8
 	rm -rf $(DESTDIR)$(DRACUTDIR)/91cvm-attest

@@ -9,6 +9,7 @@
 //! no module logs key material, tokens, cookies or secret bytes.
 
 use std::io::Write;
+use std::sync::OnceLock;
 
 use log::{Level, LevelFilter, Log, Metadata, Record};
 
@@ -74,9 +75,24 @@ fn priority(level: Level) -> u8 {
     }
 }
 
+/// The verbosity given to [`init`], for helper processes.
+static FLAGS: OnceLock<(u8, bool)> = OnceLock::new();
+
+/// The command-line flags (`-q`, `-v`…) that give a helper process the same
+/// verbosity.
+#[allow(dead_code)] // The TPM helper logs but starts no helper itself.
+pub fn flags() -> Vec<&'static str> {
+    match FLAGS.get() {
+        Some((_, true)) => vec!["-q"],
+        Some((v, false)) => vec!["-v"; usize::from(*v)],
+        None => Vec::new(),
+    }
+}
+
 /// Installs the logger: `verbosity` 0 = info, 1 = debug, 2 = trace, 3+ =
 /// trace including other crates; `quiet` = errors only.
 pub fn init(verbosity: u8, quiet: bool) {
+    let _ = FLAGS.set((verbosity, quiet));
     let (ours, others) = match (quiet, verbosity) {
         (true, _) => (LevelFilter::Error, LevelFilter::Error),
         (false, 0) => (LevelFilter::Info, LevelFilter::Warn),
@@ -124,7 +140,11 @@ mod tests {
             journal: false,
         };
         let meta = |level, target| Metadata::builder().level(level).target(target).build();
-        assert!(l.enabled(&meta(Level::Debug, "cvm_attest::kbs")));
+        // Our crate is cvm_attest or, in the TPM helper, cvm_attest_tpm.
+        assert!(l.enabled(&meta(
+            Level::Debug,
+            concat!(env!("CARGO_CRATE_NAME"), "::kbs")
+        )));
         assert!(!l.enabled(&meta(Level::Debug, "hyper_util::client")));
         assert!(l.enabled(&meta(Level::Warn, "rustls::conn")));
     }

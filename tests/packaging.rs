@@ -14,7 +14,10 @@
 //!   with only a `.modinfo` section, indexed by depmod) and one unrelated
 //!   module, enough for `installkernel()`. `lsinitrd` lists the image and
 //!   `lsinitrd --unpack` extracts it, and the binary inside runs `--version`
-//!   chrooted there, which proves its libraries came along.
+//!   chrooted there and the TPM helper prints its usage, which proves their
+//!   libraries came along.
+//! - The agent binary links neither tpm2-tss nor libcrypto; the TPM helper
+//!   does (`readelf -d`).
 //! - rpmbuild (Debian's rpm: no Rust or systemd RPM macros, so the spec's
 //!   fallbacks) builds both packages from `rpm/make-source.sh` and
 //!   `rpm/make-vendor.sh --offline` tarballs, with cargo's target directory
@@ -101,7 +104,41 @@ fn make_install(dest: &Path) {
         .arg(repo())
         .arg("install")
         .arg(format!("DESTDIR={}", dest.display()))
-        .arg(format!("BIN={}", env!("CARGO_BIN_EXE_cvm-attest"))));
+        .arg(format!("BIN={}", env!("CARGO_BIN_EXE_cvm-attest")))
+        .arg(format!(
+            "TPM_HELPER={}",
+            env!("CARGO_BIN_EXE_cvm-attest-tpm")
+        )));
+}
+
+/// The shared libraries an ELF file needs (`readelf -d`).
+fn needed(binary: &str) -> Vec<String> {
+    run(Command::new("readelf").args(["-d", binary]))
+        .lines()
+        .filter(|l| l.contains("(NEEDED)"))
+        .filter_map(|l| Some(l.split_once('[')?.1.trim_end_matches(']').to_owned()))
+        .collect()
+}
+
+#[test]
+fn only_the_tpm_helper_links_the_tpm_stack() {
+    if let Some(tool) = missing(&["readelf"]) {
+        println!("SKIPPED only_the_tpm_helper_links_the_tpm_stack: no {tool}");
+        return;
+    }
+    let agent = needed(env!("CARGO_BIN_EXE_cvm-attest"));
+    assert!(agent.iter().any(|l| l.starts_with("libc.so")), "{agent:?}");
+    assert!(
+        !agent
+            .iter()
+            .any(|l| l.starts_with("libtss2") || l.starts_with("libcrypto")),
+        "the agent must load tpm2-tss only through its helper: {agent:?}"
+    );
+    let helper = needed(env!("CARGO_BIN_EXE_cvm-attest-tpm"));
+    assert!(
+        helper.iter().any(|l| l.starts_with("libtss2-esys")),
+        "{helper:?}"
+    );
 }
 
 #[test]
@@ -116,6 +153,7 @@ fn make_install_lays_out_every_file_with_its_mode() {
 
     let expected = [
         ("usr/bin/cvm-attest", 0o755),
+        ("usr/libexec/cvm-attest-tpm", 0o755),
         ("usr/lib/systemd/system/cvm-attest.service", 0o644),
         ("usr/lib/dracut/modules.d/91cvm-attest", 0o755),
         (
@@ -419,6 +457,7 @@ fn the_dracut_module_puts_the_agent_into_an_initramfs() {
     let unit = "usr/lib/systemd/system/cvm-attest-initrd.service";
     for (path, perms) in [
         ("usr/bin/cvm-attest", "-rwxr-xr-x"),
+        ("usr/libexec/cvm-attest-tpm", "-rwxr-xr-x"),
         (unit, "-rw-r--r--"),
         ("etc/cvm-attest/config.toml", "-rw-------"),
         ("etc/cvm-attest/config.d/10-kbs.toml", "-rw-r--r--"),
@@ -481,6 +520,17 @@ fn the_dracut_module_puts_the_agent_into_an_initramfs() {
         .arg(&unpacked)
         .args(["/usr/bin/cvm-attest", "--version"]));
     assert_eq!(version.trim(), format!("cvm-attest {VERSION}"));
+    // The TPM helper loads in the image: dracut brought tpm2-tss and libcrypto.
+    let helper = Command::new("chroot")
+        .arg(&unpacked)
+        .arg("/usr/libexec/cvm-attest-tpm")
+        .output()
+        .unwrap();
+    assert_eq!(helper.status.code(), Some(2), "{helper:?}");
+    assert!(
+        String::from_utf8_lossy(&helper.stderr).starts_with("usage: cvm-attest-tpm"),
+        "{helper:?}"
+    );
 
     // No CA pinned: the system bundle, so that HTTPS to the KBS can verify.
     std::fs::remove_file(stage.join("etc/cvm-attest/config.d/10-kbs.toml")).unwrap();
@@ -634,6 +684,7 @@ fn the_rpm_builds_lints_clean_and_holds_every_file() {
         .clone();
     for (path, want) in [
         ("/usr/bin/cvm-attest", "-rwxr-xr-x root:root "),
+        ("/usr/libexec/cvm-attest-tpm", "-rwxr-xr-x root:root "),
         (
             "/usr/lib/systemd/system/cvm-attest.service",
             "-rw-r--r-- root:root ",

@@ -502,3 +502,44 @@ fn bad_vtpm_and_imds_inputs_fail_clearly() {
         "IMDS sent a malformed reply to GET /metadata/THIM/amd/certification",
     );
 }
+
+/// The TPM helper (`CVM_ATTEST_TPM_HELPER` points the agent at a stand-in):
+/// missing, failing at once, and crashing in the middle of a request. Each
+/// is an error naming the helper and how it ended, never the agent's death.
+#[test]
+fn a_missing_or_crashing_tpm_helper_is_a_clear_error() {
+    let dir = TempDir::new("tpm-helper");
+    let device = dir.path().join("tpmrm0");
+    std::fs::write(&device, b"").unwrap();
+    let tcti = format!("device:{}", device.display());
+    let with_helper = |helper: &Path| {
+        agent_cmd(&[
+            "evidence", "--nonce", NONCE, "--tee", "tpm", "--tcti", &tcti,
+        ])
+        .env("CVM_ATTEST_TPM_HELPER", helper)
+        .output()
+        .unwrap()
+    };
+    let absent = dir.path().join("no-such-helper");
+    let out = with_helper(&absent);
+    assert_fails_with(&out, 1, &format!("run the TPM helper {}", absent.display()));
+
+    let out = with_helper(Path::new("/bin/false"));
+    assert_fails_with(
+        &out,
+        1,
+        "the TPM helper /bin/false ended (exit status: 1) without answering",
+    );
+
+    // Opens fine, then dies of SIGSEGV on the first request.
+    let crash = dir.path().join("crashing-helper");
+    std::fs::write(
+        &crash,
+        "#!/bin/sh\necho '\"Ready\"'\nread -r request\nkill -SEGV $$\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&crash, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let out = with_helper(&crash);
+    assert_fails_with(&out, 1, "ended (signal: 11 (SIGSEGV)");
+    assert!(out.stdout.is_empty());
+}

@@ -18,7 +18,7 @@
 # (add_dracutmodules+=" cvm-attest ", --add cvm-attest, or a module that
 # depends on it), and never when the binary is missing.
 check() {
-    require_binaries cvm-attest || return 1
+    require_binaries cvm-attest /usr/libexec/cvm-attest-tpm || return 1
     return 255
 }
 
@@ -73,6 +73,8 @@ install() {
     local -a conf=()
 
     inst_multiple cvm-attest
+    # The TPM helper, with tpm2-tss and libcrypto (dracut follows its ELF deps).
+    inst_binary /usr/libexec/cvm-attest-tpm
     inst_simple "$moddir/cvm-attest-initrd.service" \
         "$systemdsystemunitdir/cvm-attest-initrd.service"
 
@@ -99,7 +101,7 @@ install() {
             /etc/ssl/certs/ca-certificates.crt
     fi
 
-    # tss-esapi links libtss2-tctildr, which dlopen()s the TCTI at run time:
+    # The helper links libtss2-tctildr, which dlopen()s the TCTI at run time:
     # dracut's ELF walk cannot see it (clevis-pin-tpm2 does the same).
     inst_libdir_file "libtss2-tctildr.so*" "libtss2-tcti-device.so*"
 
