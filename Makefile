@@ -56,6 +56,8 @@ install:
 	$(INSTALL) -D -m 0644 systemd/cvm-attest.service $(DESTDIR)$(UNITDIR)/cvm-attest.service
 	$(INSTALL) -D -m 0755 dracut/91cvm-attest/module-setup.sh \
 		$(DESTDIR)$(DRACUTDIR)/91cvm-attest/module-setup.sh
+	sed -i 's|/usr/libexec/cvm-attest-tpm|$(LIBEXECDIR)/cvm-attest-tpm|g' \
+		$(DESTDIR)$(DRACUTDIR)/91cvm-attest/module-setup.sh
 	$(INSTALL) -D -m 0644 systemd/cvm-attest-initrd.service \
 		$(DESTDIR)$(DRACUTDIR)/91cvm-attest/cvm-attest-initrd.service
 	$(INSTALL) -D -m 0644 dracut/dracut.conf.d/91-cvm-attest.conf \

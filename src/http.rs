@@ -86,11 +86,14 @@ pub fn seconds(d: Duration) -> String {
 
 /// Parses a URL; host names must be ASCII (no IDNA tables in the binary).
 fn parse_url(what: &str, raw: &str) -> Result<Url> {
-    let parsed = Url::parse(raw).with_context(|| format!("parse {what} URL '{raw}'"));
-    if parsed.is_err() && !raw.is_ascii() {
-        bail!("{what} URL '{raw}' is not ASCII: write an international host name in its ASCII (xn--) form");
-    }
-    parsed
+    Url::parse(raw).map_err(|e| {
+        let hint = if raw.is_ascii() {
+            ""
+        } else {
+            " (it is not ASCII: write an international host name in its ASCII (xn--) form)"
+        };
+        anyhow::anyhow!("parse {what} URL '{raw}': {e}{hint}")
+    })
 }
 
 /// Checks the KBS URL before anything is sent.

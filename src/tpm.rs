@@ -5,8 +5,9 @@
 //! Why a second process: tpm2-tss brings OpenSSL's libcrypto, and loading
 //! the two costs every run about 4 million instructions of dynamic linking
 //! (half of a whole `get`) and 2 MiB of memory, also on SEV-SNP and TDX,
-//! which never touch a TPM. The helper is started only when a TPM is
-//! used, and a crash inside the C stack (tpm2-tss 3.2 has one) becomes an
+//! which attest without a TPM. The helper is started only when a TPM is
+//! used (including detection on a VM that has one, which looks for Azure's
+//! HCL report first), and a crash inside the C stack (tpm2-tss 3.2 has one) becomes an
 //! error message here instead of the agent's death. Protocol: [`wire`].
 //!
 //! Only device TCTIs are taken (`device:/dev/tpmrm0`): a guest talks to its
@@ -17,7 +18,9 @@ pub mod wire;
 
 use std::io::{BufRead as _, BufReader, Write as _};
 use std::path::PathBuf;
-use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
+use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _, Result};
 
@@ -29,7 +32,8 @@ use crate::root;
 /// File name of the helper, installed beside the agent or in libexec.
 const HELPER: &str = "cvm-attest-tpm";
 
-/// Test seam: the helper to run instead of the installed one.
+/// Test seam (debug builds only): the helper to run instead of the installed one.
+#[cfg(debug_assertions)]
 pub const HELPER_ENV: &str = "CVM_ATTEST_TPM_HELPER";
 
 /// Where the package installs the helper when it is not beside the agent.
@@ -55,9 +59,11 @@ pub fn device_path(tcti: &str) -> Result<&str> {
     }
 }
 
-/// The helper: `$CVM_ATTEST_TPM_HELPER`, else beside this binary (a build
-/// tree), else in the libexec directory.
+/// The helper: beside this binary (a build tree), else in the libexec
+/// directory. Debug builds (the tests') also take `$CVM_ATTEST_TPM_HELPER`;
+/// release builds never run a program named by their environment.
 fn helper_path() -> PathBuf {
+    #[cfg(debug_assertions)]
     if let Some(path) = std::env::var_os(HELPER_ENV) {
         return path.into();
     }
@@ -70,13 +76,35 @@ fn helper_path() -> PathBuf {
     PathBuf::from(LIBEXECDIR).join(HELPER)
 }
 
-/// An open TPM: a running helper. Dropping it closes the helper's stdin,
-/// on which it releases the TPM and exits.
+/// How long one TPM request may take. Creating an AK under the EK is the
+/// slowest (RSA key generation: seconds on a slow TPM).
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// [`REQUEST_TIMEOUT`]; debug builds (the tests') take
+/// `$CVM_ATTEST_TEST_TPM_TIMEOUT_MS`.
+fn request_timeout() -> Duration {
+    #[cfg(debug_assertions)]
+    if let Some(ms) = std::env::var("CVM_ATTEST_TEST_TPM_TIMEOUT_MS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+    {
+        return Duration::from_millis(ms);
+    }
+    REQUEST_TIMEOUT
+}
+/// How long a closing helper gets before it is killed.
+const EXIT_GRACE: Duration = Duration::from_secs(2);
+
+/// An open TPM: a running helper, its stdout read line by line on a thread
+/// of its own so that every request has a deadline. Dropping it closes the
+/// helper's stdin, on which it releases the TPM and exits (or is killed).
 pub struct Tpm {
     child: Child,
     stdin: Option<ChildStdin>,
-    stdout: BufReader<ChildStdout>,
+    lines: Receiver<std::io::Result<String>>,
     helper: PathBuf,
+    /// How the helper ended, once it has (reported in an error already).
+    ended: Option<String>,
 }
 
 impl Tpm {
@@ -87,7 +115,16 @@ impl Tpm {
             bail!("no TPM at {path}: this VM has no (v)TPM, or its driver is not loaded (tpm_crb/tpm_tis)");
         }
         let helper = helper_path();
-        let mut child = Command::new(&helper)
+        // Only what the helper needs: the journal's stream (log prefixes) and
+        // tpm2-tss's log level; nothing else of ours (NOTIFY_SOCKET, …).
+        let mut command = Command::new(&helper);
+        command.env_clear();
+        for name in ["JOURNAL_STREAM", "TSS2_LOG"] {
+            if let Some(value) = std::env::var_os(name) {
+                command.env(name, value);
+            }
+        }
+        let mut child = command
             .args(crate::logger::flags())
             .arg(tcti)
             .stdin(Stdio::piped())
@@ -103,11 +140,23 @@ impl Tpm {
         let (Some(stdin), Some(stdout)) = (child.stdin.take(), child.stdout.take()) else {
             bail!("the TPM helper's pipes were not set up");
         };
+        let (sender, lines) = mpsc::channel();
+        std::thread::Builder::new()
+            .name("tpm-helper".into())
+            .spawn(move || {
+                for line in BufReader::new(stdout).lines() {
+                    if sender.send(line).is_err() {
+                        break;
+                    }
+                }
+            })
+            .context("start a thread to read the TPM helper")?;
         let mut tpm = Tpm {
             child,
             stdin: Some(stdin),
-            stdout: BufReader::new(stdout),
+            lines,
             helper,
+            ended: None,
         };
         match tpm.receive()? {
             Response::Ready => Ok(tpm),
@@ -158,40 +207,70 @@ impl Tpm {
         self.receive()
     }
 
-    /// The next response; a helper error or death becomes an error here.
+    /// The next response; a helper error, death or silence becomes an error here.
     fn receive(&mut self) -> Result<Response> {
-        let mut line = String::new();
-        let read = self.stdout.read_line(&mut line);
-        if read.as_ref().is_ok_and(|n| *n > 0) {
-            return match serde_json::from_str(&line) {
+        let timeout = request_timeout();
+        let why = match self.lines.recv_timeout(timeout) {
+            Ok(Ok(line)) => match serde_json::from_str(&line) {
                 Ok(Response::Error(message)) => bail!("{message}"),
-                Ok(response) => Ok(response),
-                Err(e) => bail!(
-                    "the TPM helper {} sent a malformed line ({e})",
-                    self.helper.display()
-                ),
-            };
+                Ok(response) => return Ok(response),
+                Err(e) => format!("sent a malformed line ({e})"),
+            },
+            Ok(Err(e)) => format!("could not be read ({e})"),
+            Err(RecvTimeoutError::Timeout) => {
+                format!("did not answer within {:.1} s", timeout.as_secs_f64())
+            }
+            Err(RecvTimeoutError::Disconnected) => "closed its output".to_owned(),
+        };
+        // Whatever happened, this helper is done: say how it ended.
+        let status = self.stop();
+        bail!(
+            "the TPM helper {} {why}; it ended ({status})",
+            self.helper.display()
+        )
+    }
+
+    /// Closes the helper's stdin, gives it [`EXIT_GRACE`] to exit, then
+    /// kills it; returns how it ended.
+    fn stop(&mut self) -> String {
+        if let Some(status) = &self.ended {
+            return status.clone();
         }
+        let status = self.wait_or_kill();
+        self.ended = Some(status.clone());
+        status
+    }
+
+    fn wait_or_kill(&mut self) -> String {
         drop(self.stdin.take());
-        let status = self.child.wait();
-        match status {
-            Ok(status) => bail!(
-                "the TPM helper {} ended ({status}) without answering",
-                self.helper.display()
-            ),
-            Err(e) => bail!(
-                "the TPM helper {} ended without answering ({e})",
-                self.helper.display()
-            ),
+        let until = Instant::now() + EXIT_GRACE;
+        loop {
+            match self.child.try_wait() {
+                Ok(Some(status)) => return status.to_string(),
+                Ok(None) if Instant::now() < until => {
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                Ok(None) => {
+                    let _ = self.child.kill();
+                    return match self.child.wait() {
+                        Ok(status) => format!("killed: {status}"),
+                        Err(e) => format!("killed, not reaped: {e}"),
+                    };
+                }
+                Err(e) => return format!("unknown: {e}"),
+            }
         }
     }
 }
 
 impl Drop for Tpm {
     fn drop(&mut self) {
-        drop(self.stdin.take());
-        if let Err(e) = self.child.wait() {
-            log::warn!("wait for the TPM helper: {e}");
+        if self.ended.is_some() {
+            return;
+        }
+        let status = self.stop();
+        if !status.starts_with("exit status: 0") {
+            log::warn!("the TPM helper {} ended ({status})", self.helper.display());
         }
     }
 }

@@ -34,8 +34,11 @@ fn ready(name: &str) -> Option<PathBuf> {
         "cryptsetup",
         "mkfs.ext4",
         "dracut",
+        "make",
         "strip",
         "unshare",
+        "timeout",
+        "zstd",
     ];
     let path = std::env::var_os("PATH").unwrap_or_default();
     let missing = tools

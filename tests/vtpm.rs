@@ -197,11 +197,13 @@ fn tpm_without_a_persisted_ak_makes_one_and_the_kbs_accepts_it() {
 }
 
 /// An Azure-shaped vTPM: AK at 0x81000003 and the paravisor in front.
+/// Fields drop in order: the paravisor's FUSE device is unmounted and swtpm
+/// stopped before the directory that holds them is removed.
 struct Azure {
-    _dir: TempDir,
-    _tpm: Swtpm,
     para: Paravisor,
     imds: FakeImds,
+    _tpm: Swtpm,
+    _dir: TempDir,
 }
 
 fn azure(name: &str, kind: HclKind) -> Azure {
@@ -503,11 +505,12 @@ fn bad_vtpm_and_imds_inputs_fail_clearly() {
     );
 }
 
-/// The TPM helper (`CVM_ATTEST_TPM_HELPER` points the agent at a stand-in):
-/// missing, failing at once, and crashing in the middle of a request. Each
-/// is an error naming the helper and how it ended, never the agent's death.
+/// The TPM helper (`CVM_ATTEST_TPM_HELPER` points the debug agent at a
+/// stand-in): missing, failing at once, crashing in the middle of a request,
+/// and never answering. Each is an error naming the helper and how it ended,
+/// never the agent's death or a hang.
 #[test]
-fn a_missing_or_crashing_tpm_helper_is_a_clear_error() {
+fn a_missing_crashing_or_silent_tpm_helper_is_a_clear_error() {
     let dir = TempDir::new("tpm-helper");
     let device = dir.path().join("tpmrm0");
     std::fs::write(&device, b"").unwrap();
@@ -517,6 +520,8 @@ fn a_missing_or_crashing_tpm_helper_is_a_clear_error() {
             "evidence", "--nonce", NONCE, "--tee", "tpm", "--tcti", &tcti,
         ])
         .env("CVM_ATTEST_TPM_HELPER", helper)
+        .env("CVM_ATTEST_TEST_TPM_TIMEOUT_MS", "500")
+        .current_dir(dir.path())
         .output()
         .unwrap()
     };
@@ -528,18 +533,21 @@ fn a_missing_or_crashing_tpm_helper_is_a_clear_error() {
     assert_fails_with(
         &out,
         1,
-        "the TPM helper /bin/false ended (exit status: 1) without answering",
+        "the TPM helper /bin/false closed its output; it ended (exit status: 1)",
     );
 
-    // Opens fine, then dies of SIGSEGV on the first request.
-    let crash = dir.path().join("crashing-helper");
-    std::fs::write(
-        &crash,
-        "#!/bin/sh\necho '\"Ready\"'\nread -r request\nkill -SEGV $$\n",
-    )
-    .unwrap();
-    std::fs::set_permissions(&crash, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
-    let out = with_helper(&crash);
-    assert_fails_with(&out, 1, "ended (signal: 11 (SIGSEGV)");
+    let out = with_helper(&data("tpm-helper/crash.sh"));
+    assert_fails_with(
+        &out,
+        1,
+        "crash.sh closed its output; it ended (signal: 11 (SIGSEGV)",
+    );
     assert!(out.stdout.is_empty());
+
+    let out = with_helper(&data("tpm-helper/hang.sh"));
+    assert_fails_with(
+        &out,
+        1,
+        "hang.sh did not answer within 0.5 s; it ended (killed: signal: 9 (SIGKILL))",
+    );
 }

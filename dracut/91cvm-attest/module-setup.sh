@@ -74,6 +74,7 @@ install() {
 
     inst_multiple cvm-attest
     # The TPM helper, with tpm2-tss and libcrypto (dracut follows its ELF deps).
+    # `make install` rewrites its path to the LIBEXECDIR it installs to.
     inst_binary /usr/libexec/cvm-attest-tpm
     inst_simple "$moddir/cvm-attest-initrd.service" \
         "$systemdsystemunitdir/cvm-attest-initrd.service"

@@ -10,8 +10,8 @@
 //! non-seekable, so every read and write reaches the server with the
 //! caller's size. Each open file gets its own connection to the TPM port,
 //! made at the first command and closed on release, like the resource
-//! manager's per-open session. A command the TPM port does not answer fails
-//! the write with `EIO`.
+//! manager's per-open session. A command the TPM port does not answer (within
+//! 30 s) fails the write with `EIO`.
 //!
 //! Deviation: the file is a regular file, not a character device.
 
@@ -126,10 +126,15 @@ impl OpenFile {
         let command = std::mem::take(&mut self.command);
         let tpm = match self.tpm.as_mut() {
             Some(tpm) => tpm,
-            None => self.tpm.insert(
-                TcpStream::connect((Ipv4Addr::LOCALHOST, port))
-                    .with_context(|| format!("connect to the TPM on 127.0.0.1:{port}"))?,
-            ),
+            None => {
+                let tpm = TcpStream::connect((Ipv4Addr::LOCALHOST, port))
+                    .with_context(|| format!("connect to the TPM on 127.0.0.1:{port}"))?;
+                // The FUSE session is one thread: a TPM that stops answering
+                // must fail this write (EIO), not hang every test's mount.
+                tpm.set_read_timeout(Some(Duration::from_secs(30)))
+                    .context("set the TPM read timeout")?;
+                self.tpm.insert(tpm)
+            }
         };
         self.response = tpm_cmd::transact(tpm, &command)?;
         self.read = 0;
