@@ -14,9 +14,10 @@ use std::time::Duration;
 use crate::util::{agent_cmd, assert_exit, assert_fails_with, stderr, TempDir, Tmpfs, World};
 
 /// A re-rooted machine: tmpfs /run, /etc/cvm-attest/config.toml, passwd/group.
+/// Fields drop in order: the tmpfs is unmounted before its directory goes.
 struct Machine {
-    dir: TempDir,
     _run: Tmpfs,
+    dir: TempDir,
     keyring: String,
     tag: String,
 }
