@@ -13,8 +13,11 @@
 //! - The KBS policy denies the key: the agent says so on the console, the
 //!   root stays locked, and the guest powers itself off (headless, no
 //!   emergency shell) well before the host's timeout.
+//! - With a TPM 2.0 in the guest (swtpm behind QEMU's CRB device) and
+//!   `tee = "tpm"`: the TPM helper runs under the initramfs unit's
+//!   hardening, creates an AK under the EK, and the KBS accepts the quote.
 //!
-//! It needs root, QEMU, cryptsetup, dracut, busybox-static and a kernel:
+//! It needs root, QEMU, swtpm, cryptsetup, dracut, busybox-static and a kernel:
 //! `CVM_ATTEST_BOOT_KERNEL` names an extracted `linux-image-*` package
 //! (`.ci/run` fetches one with `tests/boot/fetch-kernel.sh`). Without them it
 //! prints `SKIPPED` and returns. About 25 s per boot on a 2-core machine.
@@ -39,6 +42,7 @@ fn ready(name: &str) -> Option<PathBuf> {
         "unshare",
         "timeout",
         "zstd",
+        "swtpm",
     ];
     let path = std::env::var_os("PATH").unwrap_or_default();
     let missing = tools
@@ -67,9 +71,10 @@ fn ready(name: &str) -> Option<PathBuf> {
     }
 }
 
-/// Serves `key` as `default/luks/cvmroot`, boots, returns boot.sh's output
-/// (its own lines, then the guest's console) and the marker the root holds.
-fn boot(name: &str, kernel: &Path, policy: Policy) -> (Output, String) {
+/// Serves `key` as `default/luks/cvmroot`, boots with `tee` configured,
+/// returns boot.sh's output (its own lines, then the guest's console) and
+/// the marker the root holds.
+fn boot(name: &str, kernel: &Path, tee: &str, policy: Policy) -> (Output, String) {
     let dir = TempDir::new(name);
     let key: Vec<u8> = (0..64u32).map(|i| (i * 37 + 11) as u8 ^ 0x5a).collect();
     let resources = dir.path().join("resources");
@@ -92,7 +97,7 @@ fn boot(name: &str, kernel: &Path, policy: Policy) -> (Output, String) {
         .env("HELPER", env!("CARGO_BIN_EXE_cvm-attest-tpm"))
         .env("KBS_PORT", kbs.addr().port().to_string())
         .env("KEY", &key_file)
-        .env("TEE", "sample")
+        .env("TEE", tee)
         .output()
         .unwrap();
     let marker = std::fs::read_to_string(work.join("expected-marker")).unwrap_or_default();
@@ -113,7 +118,7 @@ fn a_luks_root_unlocks_at_boot_with_the_key_from_the_kbs() {
     let Some(kernel) = ready(name) else {
         return;
     };
-    let (out, marker) = boot("boot-ok", &kernel, Policy::default());
+    let (out, marker) = boot("boot-ok", &kernel, "sample", Policy::default());
     let log = console(&out);
     assert!(out.status.success(), "{log}");
     assert!(!marker.is_empty(), "{log}");
@@ -137,7 +142,7 @@ fn a_denied_key_leaves_the_root_locked_and_the_guest_powers_off() {
         return;
     };
     let policy = Policy::from_rules(vec![Rule::deny("sample", "default/luks/cvmroot").unwrap()]);
-    let (out, marker) = boot("boot-deny", &kernel, policy);
+    let (out, marker) = boot("boot-deny", &kernel, "sample", policy);
     let log = console(&out);
     assert!(out.status.success(), "{log}");
     assert!(!marker.is_empty(), "{log}");
@@ -153,4 +158,27 @@ fn a_denied_key_leaves_the_root_locked_and_the_guest_powers_off() {
     }
     assert!(!log.contains("CVMTEST-RESULT"), "{log}");
     assert!(!log.contains("cryptsetup-keys.d/cvmroot.key"), "{log}");
+}
+
+#[test]
+fn a_tpm_quote_through_the_helper_unlocks_the_root_at_boot() {
+    let name = "a_tpm_quote_through_the_helper_unlocks_the_root_at_boot";
+    let Some(kernel) = ready(name) else {
+        return;
+    };
+    let (out, marker) = boot("boot-tpm", &kernel, "tpm", Policy::default());
+    let log = console(&out);
+    assert!(out.status.success(), "{log}");
+    assert!(!marker.is_empty(), "{log}");
+    for line in [
+        "challenged TEE tpm".to_owned(),
+        // The helper's own log line: it ran, under the unit's sandbox.
+        "no AK at 0x81010002: creating one under the endorsement key".to_owned(),
+        "attest: the KBS accepted the tpm evidence".to_owned(),
+        "Finished systemd-cryptsetup@cvmroot.service".to_owned(),
+        format!("CVMTEST-RESULT marker={marker} root=[/dev/mapper/cvmroot / ext4"),
+        "qemu exit status 0".to_owned(),
+    ] {
+        assert!(log.contains(&line), "missing `{line}`:\n{log}");
+    }
 }

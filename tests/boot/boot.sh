@@ -9,7 +9,9 @@
 #   KBS_PORT    the KBS's port on 127.0.0.1
 #   KEY         the file holding the LUKS key (the KBS serves the same bytes
 #               as default/luks/cvmroot)
-#   TEE         what the initramfs configuration names as [tee] type
+#   TEE         what the initramfs configuration names as [tee] type; with
+#               "tpm" the guest gets a TPM 2.0 (CRB) backed by a swtpm of
+#               this run, which the agent reaches through its TPM helper
 # Prints the guest's console; the caller asserts on it.
 #
 # The guest's only network is QEMU's user-mode stack with restrict=on: it
@@ -95,7 +97,18 @@ cryptsetup reencrypt --encrypt --type luks2 --batch-mode --reduce-device-size 32
     --key-file "$KEY" --pbkdf pbkdf2 --pbkdf-force-iterations 1000 disk.img
 uuid=$(cryptsetup luksUUID disk.img)
 
-# 4. Boot.
+# 4. Boot, with a software TPM when the TEE is the TPM.
+tpm_args=()
+if [ "$TEE" = tpm ]; then
+    mkdir -p "$WORK/tpm"
+    swtpm socket --tpm2 --tpmstate "dir=$WORK/tpm" --ctrl "type=unixio,path=$WORK/swtpm.sock" \
+        --terminate --log "file=$WORK/swtpm.log,level=1" &
+    swtpm_pid=$!
+    trap 'kill $swtpm_pid 2>/dev/null || true' EXIT
+    for _ in $(seq 100); do [ -S "$WORK/swtpm.sock" ] && break; sleep 0.05; done
+    tpm_args=(-chardev "socket,id=chrtpm,path=$WORK/swtpm.sock"
+        -tpmdev emulator,id=tpm0,chardev=chrtpm -device tpm-crb,tpmdev=tpm0)
+fi
 append="console=ttyS0 root=/dev/mapper/cvmroot rootfstype=ext4 ro rd.luks.name=$uuid=cvmroot"
 append="$append ip=10.0.2.15::10.0.2.2:255.255.255.0:cvmguest:eth0:off net.ifnames=0"
 append="$append rd.luks.options=headless=true ipv6.disable=1 rd.shell=0 rd.emergency=poweroff panic=1"
@@ -108,6 +121,6 @@ timeout --kill-after=5 300 qemu-system-x86_64 \
     -kernel "$KERNEL_DIR/boot/vmlinuz-$kver" -initrd initramfs.img -append "$append" \
     -drive file=disk.img,if=virtio,format=raw,snapshot=on \
     -netdev "user,id=n0,restrict=on,guestfwd=tcp:10.0.2.100:8080-cmd:/bin/busybox nc 127.0.0.1 $KBS_PORT" \
-    -device virtio-net-pci,netdev=n0 || status=$?
+    -device virtio-net-pci,netdev=n0 "${tpm_args[@]}" || status=$?
 echo "qemu exit status $status"
 cat console.log
