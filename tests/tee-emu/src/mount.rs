@@ -11,15 +11,16 @@
 //! connection once the last open file in it is closed; the session thread then
 //! sees `ENODEV` and is joined.
 
-use std::ffi::CString;
+use std::ffi::{CString, OsStr};
 use std::fs::OpenOptions;
 use std::os::fd::OwnedFd;
 use std::os::unix::ffi::OsStrExt as _;
 use std::path::{Path, PathBuf};
 use std::thread::JoinHandle;
+use std::time::SystemTime;
 
 use anyhow::{Context as _, Result};
-use fuser::{Filesystem, Session, SessionACL};
+use fuser::{FileAttr, FileType, Filesystem, ReplyDirectory, Session, SessionACL};
 
 /// A mounted emulator; unmounts and joins its session thread on drop.
 #[derive(Debug)]
@@ -97,6 +98,42 @@ impl Drop for FuseMount {
             let _ = thread.join();
         }
     }
+}
+
+/// The attributes of an emulated file or directory: owned by root, times now.
+pub(crate) fn file_attr(ino: u64, kind: FileType, perm: u16, size: u64) -> FileAttr {
+    let now = SystemTime::now();
+    FileAttr {
+        ino,
+        size,
+        blocks: 0,
+        atime: now,
+        mtime: now,
+        ctime: now,
+        crtime: now,
+        kind,
+        perm,
+        nlink: if kind == FileType::Directory { 2 } else { 1 },
+        uid: 0,
+        gid: 0,
+        rdev: 0,
+        blksize: 4096,
+        flags: 0,
+    }
+}
+
+/// Answers `readdir` with `entries` (`.` and `..` included) from `offset` on.
+pub(crate) fn list_dir<N: AsRef<OsStr>>(
+    mut reply: ReplyDirectory,
+    offset: i64,
+    entries: impl IntoIterator<Item = (u64, FileType, N)>,
+) {
+    for (i, (child, kind, name)) in entries.into_iter().enumerate().skip(offset.max(0) as usize) {
+        if reply.add(child, i as i64 + 1, kind, name) {
+            break;
+        }
+    }
+    reply.ok();
 }
 
 /// True when FUSE emulators can run here: root and a usable `/dev/fuse`.

@@ -28,7 +28,7 @@
 use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use anyhow::{Context as _, Result};
 use fuser::{
@@ -36,7 +36,7 @@ use fuser::{
     Request,
 };
 
-use crate::mount::FuseMount;
+use crate::mount::{file_attr, list_dir, FuseMount};
 use crate::sev_ioctl::{get_ext_report, get_report};
 
 /// `_IOWR('S', 0x0, struct snp_guest_request_ioctl)`.
@@ -163,24 +163,7 @@ impl SevGuestFs {
             DEVICE => (FileType::RegularFile, self.knobs.lock().mode),
             _ => return None,
         };
-        let now = SystemTime::now();
-        Some(FileAttr {
-            ino,
-            size: 0,
-            blocks: 0,
-            atime: now,
-            mtime: now,
-            ctime: now,
-            crtime: now,
-            kind,
-            perm,
-            nlink: 1,
-            uid: 0,
-            gid: 0,
-            rdev: 0,
-            blksize: 4096,
-            flags: 0,
-        })
+        Some(file_attr(ino, kind, perm, 0))
     }
 
     /// Handles one request; returns (ioctl result, the updated 32-byte struct).
@@ -273,7 +256,7 @@ impl Filesystem for SevGuestFs {
         ino: u64,
         _fh: u64,
         offset: i64,
-        mut reply: ReplyDirectory,
+        reply: ReplyDirectory,
     ) {
         if ino != ROOT {
             return reply.error(libc::ENOTDIR);
@@ -283,11 +266,6 @@ impl Filesystem for SevGuestFs {
             (ROOT, FileType::Directory, ".."),
             (DEVICE, FileType::RegularFile, "sev-guest"),
         ];
-        for (i, (child, kind, name)) in names.into_iter().enumerate().skip(offset.max(0) as usize) {
-            if reply.add(child, i as i64 + 1, kind, name) {
-                break;
-            }
-        }
-        reply.ok();
+        list_dir(reply, offset, names);
     }
 }

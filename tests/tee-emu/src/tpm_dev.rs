@@ -19,7 +19,7 @@ use std::collections::HashMap;
 use std::ffi::OsStr;
 use std::net::{Ipv4Addr, TcpStream};
 use std::path::{Path, PathBuf};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use anyhow::{Context as _, Result};
 use fuser::consts::{FOPEN_DIRECT_IO, FOPEN_NONSEEKABLE};
@@ -28,7 +28,7 @@ use fuser::{
     ReplyOpen, ReplyWrite, Request,
 };
 
-use crate::mount::FuseMount;
+use crate::mount::{file_attr, list_dir, FuseMount};
 use crate::tpm_cmd;
 
 /// Name of the device file in the mounted directory.
@@ -91,24 +91,7 @@ impl TpmFs {
             DEVICE => (FileType::RegularFile, 0o660),
             _ => return None,
         };
-        let now = SystemTime::now();
-        Some(FileAttr {
-            ino,
-            size: 0,
-            blocks: 0,
-            atime: now,
-            mtime: now,
-            ctime: now,
-            crtime: now,
-            kind,
-            perm,
-            nlink: 1,
-            uid: 0,
-            gid: 0,
-            rdev: 0,
-            blksize: 4096,
-            flags: 0,
-        })
+        Some(file_attr(ino, kind, perm, 0))
     }
 }
 
@@ -242,7 +225,7 @@ impl Filesystem for TpmFs {
         ino: u64,
         _fh: u64,
         offset: i64,
-        mut reply: ReplyDirectory,
+        reply: ReplyDirectory,
     ) {
         if ino != ROOT {
             return reply.error(libc::ENOTDIR);
@@ -252,11 +235,6 @@ impl Filesystem for TpmFs {
             (ROOT, FileType::Directory, ".."),
             (DEVICE, FileType::RegularFile, DEVICE_NAME),
         ];
-        for (i, (child, kind, name)) in names.into_iter().enumerate().skip(offset.max(0) as usize) {
-            if reply.add(child, i as i64 + 1, kind, name) {
-                break;
-            }
-        }
-        reply.ok();
+        list_dir(reply, offset, names);
     }
 }

@@ -26,7 +26,7 @@ use fuser::{
     ReplyOpen, ReplyWrite, Request, TimeOrNow,
 };
 
-use crate::mount::FuseMount;
+use crate::mount::{file_attr, list_dir, FuseMount};
 use crate::tsm::{Attr, Provider, TsmKnobs, INBLOB_MAX};
 
 const ROOT: u64 = 1;
@@ -91,42 +91,21 @@ fn split(ino: u64) -> (u64, Option<Attr>) {
     (ino >> 4, attr)
 }
 
-fn attr_of(ino: u64, kind: FileType, perm: u16, size: u64) -> FileAttr {
-    let now = SystemTime::now();
-    FileAttr {
-        ino,
-        size,
-        blocks: 0,
-        atime: now,
-        mtime: now,
-        ctime: now,
-        crtime: now,
-        kind,
-        perm,
-        nlink: if kind == FileType::Directory { 2 } else { 1 },
-        uid: 0,
-        gid: 0,
-        rdev: 0,
-        blksize: 4096,
-        flags: 0,
-    }
-}
-
 impl TsmFs {
     /// Attributes of `ino`, or the errno for a missing or invisible node.
     fn stat(&self, ino: u64) -> Result<FileAttr, i32> {
         if matches!(ino, ROOT | TSM | REPORT) {
-            return Ok(attr_of(ino, FileType::Directory, 0o755, 0));
+            return Ok(file_attr(ino, FileType::Directory, 0o755, 0));
         }
         let state = self.knobs.lock();
         let (id, attr) = split(ino);
         state.entry(id)?;
         match attr {
-            None if ino & 0xf == 0 => Ok(attr_of(ino, FileType::Directory, 0o755, 0)),
+            None if ino & 0xf == 0 => Ok(file_attr(ino, FileType::Directory, 0o755, 0)),
             Some(a) if a.visible(state.faults.provider) => {
                 let binary = matches!(a, Attr::Inblob | Attr::Outblob | Attr::Auxblob);
                 let size = if binary { 0 } else { 4096 };
-                Ok(attr_of(ino, FileType::RegularFile, a.mode(), size))
+                Ok(file_attr(ino, FileType::RegularFile, a.mode(), size))
             }
             _ => Err(libc::ENOENT),
         }
@@ -350,7 +329,7 @@ impl Filesystem for TsmFs {
         ino: u64,
         _fh: u64,
         offset: i64,
-        mut reply: ReplyDirectory,
+        reply: ReplyDirectory,
     ) {
         let mut names: Vec<(u64, FileType, String)> = vec![
             (ino, FileType::Directory, ".".into()),
@@ -374,12 +353,8 @@ impl Filesystem for TsmFs {
             ),
             _ => return reply.error(libc::ENOTDIR),
         }
-        for (i, (child, kind, name)) in names.into_iter().enumerate().skip(offset.max(0) as usize) {
-            if reply.add(child, i as i64 + 1, kind, name) {
-                break;
-            }
-        }
-        reply.ok();
+        drop(state);
+        list_dir(reply, offset, names);
     }
 }
 
