@@ -323,34 +323,18 @@ fn fake_kernel(base: &Path) -> PathBuf {
 }
 
 /// Builds `image` with dracut in a private mount namespace whose `/usr` and
-/// `/etc` show `stage` over the host's. `kernel`: the modules directory, or
-/// none (`--no-kernel`).
+/// `/etc` show `stage` over the host's (`tests/dracut-staged.sh`, which the
+/// boot test uses too). `kernel`: the modules directory, or none
+/// (`--no-kernel`).
 fn dracut(dir: &Path, stage: &Path, kernel: Option<&Path>, image: &Path) -> Result<String, String> {
-    let work = dir.join("overlay-work");
-    let confdir = dir.join("empty.conf.d");
-    for d in [work.join("usr"), work.join("etc"), confdir.clone()] {
-        std::fs::create_dir_all(d).unwrap();
-    }
-    let kernel_args = match kernel {
-        Some(kdir) => format!("--kver {KVER} --kmoddir '{}'", kdir.display()),
-        None => "--no-kernel".to_owned(),
+    let mut cmd = Command::new(repo().join("tests/dracut-staged.sh"));
+    cmd.arg(stage).arg(dir);
+    match kernel {
+        Some(kdir) => cmd.args(["--kver", KVER, "--kmoddir"]).arg(kdir),
+        None => cmd.arg("--no-kernel"),
     };
-    let script = format!(
-        "set -e\n\
-         for d in usr etc; do\n\
-         \tmount -t overlay overlay -o \"lowerdir=/$d,upperdir={stage}/$d,workdir={work}/$d\" \"/$d\"\n\
-         done\n\
-         exec dracut --force --no-hostonly --no-hostonly-cmdline --conf /dev/null \
-         --confdir '{confdir}' {kernel_args} --no-early-microcode --compress 'zstd -1 -T0' \
-         --tmpdir '{dir}' '{image}'\n",
-        stage = stage.display(),
-        work = work.display(),
-        confdir = confdir.display(),
-        dir = dir.display(),
-        image = image.display(),
-    );
-    let out = Command::new("unshare")
-        .args(["--mount", "--propagation", "private", "bash", "-c", &script])
+    let out = cmd
+        .arg(image)
         .stdin(Stdio::null())
         .output()
         .map_err(|e| e.to_string())?;

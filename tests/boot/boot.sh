@@ -59,20 +59,12 @@ install() {
 EOF
 chmod 0755 "$test_module/module-setup.sh"
 
-# 2. The initramfs: dracut in a private mount namespace where /usr and /etc
-# show the installed tree over the host's (as tests/packaging.rs does).
-mkdir -p overlay-work/usr overlay-work/etc empty.conf.d
-unshare --mount --propagation private bash -c "
-set -e
-for d in usr etc; do
-    mount -t overlay overlay -o lowerdir=/\$d,upperdir=$WORK/stage/\$d,workdir=$WORK/overlay-work/\$d /\$d
-done
-exec dracut --force --quiet --no-hostonly --no-hostonly-cmdline --conf /dev/null \
-    --confdir $WORK/empty.conf.d --kver $kver --kmoddir $KERNEL_DIR/lib/modules/$kver \
-    --no-early-microcode --compress 'zstd -1 -T0' --tmpdir $WORK \
+# 2. The initramfs, built from the installed tree (tests/dracut-staged.sh).
+"$repo/tests/dracut-staged.sh" "$WORK/stage" "$WORK" --quiet \
+    --kver "$kver" --kmoddir "$KERNEL_DIR/lib/modules/$kver" \
     --modules 'systemd systemd-initrd dracut-systemd systemd-networkd crypt dm rootfs-block udev-rules base fs-lib cvm-attest cvm-attest-boot-test' \
     --drivers 'virtio_pci virtio_blk virtio_net dm_crypt ext4' --filesystems ext4 \
-    $WORK/initramfs.img" > dracut.log 2>&1 || { cat dracut.log; exit 1; }
+    "$WORK/initramfs.img" > dracut.log 2>&1 || { cat dracut.log; exit 1; }
 
 # 3. The root: busybox, an os-release (switch-root wants one), a marker, and
 # an init that reports and powers off.
