@@ -11,7 +11,7 @@
 
 use aes_kw::KekAes256;
 use base64::{engine::general_purpose::URL_SAFE_NO_PAD, Engine};
-use p256::{ecdh::diffie_hellman, PublicKey, SecretKey};
+use cvm_attest_ec::{PublicKey, SecretKey};
 use ring::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_256_GCM};
 use ring::digest::{Context, SHA256};
 use serde::Deserialize;
@@ -96,7 +96,7 @@ pub fn decrypt(secret: &SecretKey, response: &JweResponse) -> Result<Zeroizing<V
         .map_err(|_| JweError::Malformed("epk is not a P-256 point"))?;
 
     // Z: the x-coordinate of d·EPK (the SharedSecret zeroizes itself).
-    let shared = diffie_hellman(secret.to_nonzero_scalar(), epk.as_affine());
+    let shared = cvm_attest_ec::diffie_hellman(secret, &epk);
     let kek = concat_kdf(&shared.raw_secret_bytes()[..]);
 
     let wrapped = b64("encrypted_key", &response.encrypted_key)?;

@@ -10,8 +10,9 @@
 
 use anyhow::{anyhow, Result};
 use base64::{engine::general_purpose::URL_SAFE_NO_PAD, Engine};
+use cvm_attest_ec::SecretKey;
 use kbs_types::TeePubKey;
-use p256::{elliptic_curve::sec1::ToEncodedPoint, SecretKey};
+use p256::elliptic_curve::sec1::ToEncodedPoint;
 use ring::rand::{SecureRandom, SystemRandom};
 use zeroize::Zeroizing;
 
@@ -52,7 +53,7 @@ impl TeeKey {
 
     /// The JWK sent as `runtime-data.tee-pubkey`.
     pub fn public_jwk(&self) -> TeePubKey {
-        let point = self.secret.public_key().to_encoded_point(false);
+        let point = cvm_attest_ec::public_key(&self.secret).to_encoded_point(false);
         // Uncompressed points always carry both coordinates, 32 bytes each,
         // left-padded big-endian as the KBS requires.
         let (x, y) = (point.x().map(|c| c.to_vec()), point.y().map(|c| c.to_vec()));
