@@ -13,10 +13,11 @@ DRACUTDIR ?= $(PREFIX)/lib/dracut/modules.d
 DRACUTCONFDIR ?= $(PREFIX)/lib/dracut/dracut.conf.d
 SYSCONFDIR ?= /etc
 # The binaries `install` copies; it never builds (run `make` first). The
-# agent runs its TPM helper from LIBEXECDIR, compiled in by `make`: build and
-# install with the same PREFIX/LIBEXECDIR.
+# agent runs its helpers (TPM, units) from LIBEXECDIR, compiled in by `make`:
+# build and install with the same PREFIX/LIBEXECDIR.
 BIN ?= target/release/cvm-attest
 TPM_HELPER ?= $(dir $(BIN))cvm-attest-tpm
+UNITS_HELPER ?= $(dir $(BIN))cvm-attest-units
 
 .PHONY: all demo test bench lint fmt install uninstall
 
@@ -49,14 +50,15 @@ fmt:
 # which only means something there) and its dracut.conf.d snippet, the man
 # page, and the example configuration (0600, never over an existing one).
 install:
-	@for f in $(BIN) $(TPM_HELPER); do \
+	@for f in $(BIN) $(TPM_HELPER) $(UNITS_HELPER); do \
 		test -x $$f || { echo "$$f is missing: run 'make' first" >&2; exit 1; }; done
 	$(INSTALL) -D -m 0755 $(BIN) $(DESTDIR)$(BINDIR)/cvm-attest
 	$(INSTALL) -D -m 0755 $(TPM_HELPER) $(DESTDIR)$(LIBEXECDIR)/cvm-attest-tpm
+	$(INSTALL) -D -m 0755 $(UNITS_HELPER) $(DESTDIR)$(LIBEXECDIR)/cvm-attest-units
 	$(INSTALL) -D -m 0644 systemd/cvm-attest.service $(DESTDIR)$(UNITDIR)/cvm-attest.service
 	$(INSTALL) -D -m 0755 dracut/91cvm-attest/module-setup.sh \
 		$(DESTDIR)$(DRACUTDIR)/91cvm-attest/module-setup.sh
-	sed -i 's|/usr/libexec/cvm-attest-tpm|$(LIBEXECDIR)/cvm-attest-tpm|g' \
+	sed -i 's|/usr/libexec/cvm-attest-|$(LIBEXECDIR)/cvm-attest-|g' \
 		$(DESTDIR)$(DRACUTDIR)/91cvm-attest/module-setup.sh
 	$(INSTALL) -D -m 0644 systemd/cvm-attest-initrd.service \
 		$(DESTDIR)$(DRACUTDIR)/91cvm-attest/cvm-attest-initrd.service
@@ -71,6 +73,7 @@ install:
 # Leaves /etc/cvm-attest alone: it is the administrator's.
 uninstall:
 	rm -f $(DESTDIR)$(BINDIR)/cvm-attest $(DESTDIR)$(LIBEXECDIR)/cvm-attest-tpm \
+		$(DESTDIR)$(LIBEXECDIR)/cvm-attest-units \
 		$(DESTDIR)$(UNITDIR)/cvm-attest.service \
 		$(DESTDIR)$(DRACUTCONFDIR)/91-cvm-attest.conf $(DESTDIR)$(MANDIR)/man8/cvm-attest.8
 	rm -rf $(DESTDIR)$(DRACUTDIR)/91cvm-attest

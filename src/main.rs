@@ -14,6 +14,7 @@ mod config;
 mod eventlog;
 mod evidence;
 mod exit;
+mod helper;
 mod http;
 mod imds;
 mod jwe;

@@ -2,9 +2,10 @@
 //! The agent's side of systemd: progress and readiness for the unit that runs
 //! it (`sd_notify` datagrams, [`Notifier`]), and reloading or restarting the
 //! units that consume freshly delivered secrets (the manager's D-Bus API,
-//! [`act_on_units`]). The units themselves are in `systemd/` at the top of
-//! the repository.
+//! through the units helper: [`act_on_units`]). The units themselves are in
+//! `systemd/` at the top of the repository.
 
+pub mod action;
 mod notify;
 #[cfg(test)]
 mod tests;

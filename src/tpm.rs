@@ -18,7 +18,7 @@ pub mod wire;
 
 use std::io::{BufRead as _, BufReader, Write as _};
 use std::path::PathBuf;
-use std::process::{Child, ChildStdin, Command, Stdio};
+use std::process::{Child, ChildStdin, Stdio};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
 use std::time::{Duration, Instant};
 
@@ -27,19 +27,15 @@ use anyhow::{bail, Context as _, Result};
 pub use wire::{AkSource, Quote};
 use wire::{Request, Response};
 
+use crate::helper::Helper;
 use crate::root;
 
-/// File name of the helper, installed beside the agent or in libexec.
-const HELPER: &str = "cvm-attest-tpm";
-
-/// Test seam (debug builds only): the helper to run instead of the installed one.
-#[cfg(debug_assertions)]
-pub const HELPER_ENV: &str = "CVM_ATTEST_TPM_HELPER";
-
-/// Where the package installs the helper when it is not beside the agent.
-const LIBEXECDIR: &str = match option_env!("CVM_ATTEST_LIBEXECDIR") {
-    Some(dir) => dir,
-    None => "/usr/libexec",
+/// The helper gets the journal's stream (log prefixes) and tpm2-tss's log
+/// level, nothing else of the agent's environment.
+const HELPER: Helper = Helper {
+    name: "cvm-attest-tpm",
+    test_env: "CVM_ATTEST_TPM_HELPER",
+    env: &["JOURNAL_STREAM", "TSS2_LOG"],
 };
 
 /// The default TCTI: the kernel resource manager, under the current root.
@@ -57,23 +53,6 @@ pub fn device_path(tcti: &str) -> Result<&str> {
              e.g. `swtpm cuse`)"
         ),
     }
-}
-
-/// The helper: beside this binary (a build tree), else in the libexec
-/// directory. Debug builds (the tests') also take `$CVM_ATTEST_TPM_HELPER`;
-/// release builds never run a program named by their environment.
-fn helper_path() -> PathBuf {
-    #[cfg(debug_assertions)]
-    if let Some(path) = std::env::var_os(HELPER_ENV) {
-        return path.into();
-    }
-    if let Ok(exe) = std::env::current_exe() {
-        let beside = exe.with_file_name(HELPER);
-        if beside.is_file() {
-            return beside;
-        }
-    }
-    PathBuf::from(LIBEXECDIR).join(HELPER)
 }
 
 /// How long one TPM request may take. Creating an AK under the EK is the
@@ -114,18 +93,9 @@ impl Tpm {
         if !std::path::Path::new(path).exists() {
             bail!("no TPM at {path}: this VM has no (v)TPM, or its driver is not loaded (tpm_crb/tpm_tis)");
         }
-        let helper = helper_path();
-        // Only what the helper needs: the journal's stream (log prefixes) and
-        // tpm2-tss's log level; nothing else of ours (NOTIFY_SOCKET, …).
-        let mut command = Command::new(&helper);
-        command.env_clear();
-        for name in ["JOURNAL_STREAM", "TSS2_LOG"] {
-            if let Some(value) = std::env::var_os(name) {
-                command.env(name, value);
-            }
-        }
-        let mut child = command
-            .args(crate::logger::flags())
+        let helper = HELPER.path();
+        let mut child = HELPER
+            .command(&helper)
             .arg(tcti)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())

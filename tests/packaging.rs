@@ -108,6 +108,10 @@ fn make_install(dest: &Path) {
         .arg(format!(
             "TPM_HELPER={}",
             env!("CARGO_BIN_EXE_cvm-attest-tpm")
+        ))
+        .arg(format!(
+            "UNITS_HELPER={}",
+            env!("CARGO_BIN_EXE_cvm-attest-units")
         )));
 }
 
@@ -120,10 +124,18 @@ fn needed(binary: &str) -> Vec<String> {
         .collect()
 }
 
+/// Whether `binary` holds `bytes` anywhere.
+fn holds(binary: &str, bytes: &[u8]) -> bool {
+    std::fs::read(binary)
+        .unwrap()
+        .windows(bytes.len())
+        .any(|w| w == bytes)
+}
+
 #[test]
-fn only_the_tpm_helper_links_the_tpm_stack() {
+fn only_the_helpers_carry_the_tpm_stack_and_the_dbus_client() {
     if let Some(tool) = missing(&["readelf"]) {
-        println!("SKIPPED only_the_tpm_helper_links_the_tpm_stack: no {tool}");
+        println!("SKIPPED only_the_helpers_carry_the_tpm_stack_and_the_dbus_client: no {tool}");
         return;
     }
     let agent = needed(env!("CARGO_BIN_EXE_cvm-attest"));
@@ -139,6 +151,13 @@ fn only_the_tpm_helper_links_the_tpm_stack() {
         helper.iter().any(|l| l.starts_with("libtss2-esys")),
         "{helper:?}"
     );
+    // zbus names the bus's own service in its Hello call.
+    let dbus = b"org.freedesktop.DBus";
+    assert!(
+        !holds(env!("CARGO_BIN_EXE_cvm-attest"), dbus),
+        "the agent links zbus"
+    );
+    assert!(holds(env!("CARGO_BIN_EXE_cvm-attest-units"), dbus));
 }
 
 #[test]
@@ -154,6 +173,7 @@ fn make_install_lays_out_every_file_with_its_mode() {
     let expected = [
         ("usr/bin/cvm-attest", 0o755),
         ("usr/libexec/cvm-attest-tpm", 0o755),
+        ("usr/libexec/cvm-attest-units", 0o755),
         ("usr/lib/systemd/system/cvm-attest.service", 0o644),
         ("usr/lib/dracut/modules.d/91cvm-attest", 0o755),
         (
@@ -516,6 +536,16 @@ fn the_dracut_module_puts_the_agent_into_an_initramfs() {
         "{helper:?}"
     );
 
+    // The units helper comes with a system bus (the network module brings
+    // one with systemd-networkd or NetworkManager), and only then.
+    assert_eq!(
+        files
+            .get("usr/libexec/cvm-attest-units")
+            .map(|f| f.0.as_str()),
+        log.contains("Including module: dbus ")
+            .then_some("-rwxr-xr-x"),
+    );
+
     // No CA pinned: the system bundle, so that HTTPS to the KBS can verify.
     std::fs::remove_file(stage.join("etc/cvm-attest/config.d/10-kbs.toml")).unwrap();
     let image = dir.path().join("initramfs-system-roots.img");
@@ -669,6 +699,7 @@ fn the_rpm_builds_lints_clean_and_holds_every_file() {
     for (path, want) in [
         ("/usr/bin/cvm-attest", "-rwxr-xr-x root:root "),
         ("/usr/libexec/cvm-attest-tpm", "-rwxr-xr-x root:root "),
+        ("/usr/libexec/cvm-attest-units", "-rwxr-xr-x root:root "),
         (
             "/usr/lib/systemd/system/cvm-attest.service",
             "-rw-r--r-- root:root ",

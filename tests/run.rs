@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::Output;
 use std::time::Duration;
 
-use crate::util::{agent_cmd, assert_exit, assert_fails_with, stderr, TempDir, Tmpfs, World};
+use crate::util::{agent_cmd, assert_exit, assert_fails_with, data, stderr, TempDir, Tmpfs, World};
 
 /// A re-rooted machine: tmpfs /run, /etc/cvm-attest/config.toml, passwd/group.
 /// Fields drop in order: the tmpfs is unmounted before its directory goes.
@@ -301,6 +301,66 @@ fn five_secrets_reach_their_sinks() {
     assert_eq!(std::fs::metadata(&file).unwrap().ino(), inode);
     // Remove the test's keyring (and its keys) from @u.
     let _ = named.invalidate();
+}
+
+/// The units helper (`CVM_ATTEST_UNITS_HELPER` points the debug agent at a
+/// stand-in): missing, failing with its own message, failing silently, and
+/// never finishing. Each is an error naming what happened, after delivery.
+#[test]
+fn a_missing_failing_or_hanging_units_helper_is_a_clear_error() {
+    let Some(m) = Machine::new("run-units-helper", 1 << 20) else {
+        return;
+    };
+    let w = World::new("run-units-helper", 1, |_| {});
+    m.write_config(&format!(
+        "[kbs]\nurl = \"{}\"\ninsecure-http = true\ntimeout = 2\n[tee]\ntype = \"sample\"\n\
+         [[secret]]\nname = \"k\"\nresource = \"default/key/k0\"\nrestart = [\"a.service\"]\n\
+         [[secret.file]]\npath = \"k.key\"\n",
+        w.kbs.url()
+    ));
+    let delivered = m.path("run/cvm-attest/k.key");
+    let with_helper = |helper: &Path| {
+        // A fresh delivery each time: units are acted on only after a change.
+        let _ = std::fs::remove_file(&delivered);
+        let (out, _) = m.run_env(
+            &[],
+            &[("CVM_ATTEST_UNITS_HELPER", helper.to_str().unwrap())],
+        );
+        assert_eq!(
+            std::fs::read(&delivered).unwrap(),
+            w.secret("default/key/k0")
+        );
+        out
+    };
+    let absent = m.path("no-such-helper");
+    let out = with_helper(&absent);
+    assert_fails_with(
+        &out,
+        1,
+        &format!("run the units helper {}", absent.display()),
+    );
+
+    let out = with_helper(&data("units-helper/fail.sh"));
+    assert_fails_with(
+        &out,
+        1,
+        "restart a.service: the job ended with result 'failed' (see journalctl -u a.service)",
+    );
+
+    let out = with_helper(Path::new("/bin/false"));
+    assert_fails_with(
+        &out,
+        1,
+        "the units helper /bin/false failed (exit status: 1)",
+    );
+
+    let out = with_helper(&data("units-helper/hang.sh"));
+    assert_fails_with(&out, 1, "hang.sh did not finish within ");
+    assert!(
+        stderr(&out).contains("it ended (killed: signal: 9 (SIGKILL))"),
+        "{}",
+        stderr(&out)
+    );
 }
 
 #[test]

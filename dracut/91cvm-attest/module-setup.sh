@@ -74,8 +74,13 @@ install() {
 
     inst_multiple cvm-attest
     # The TPM helper, with tpm2-tss and libcrypto (dracut follows its ELF deps).
-    # `make install` rewrites its path to the LIBEXECDIR it installs to.
+    # `make install` rewrites the helpers' paths to the LIBEXECDIR it uses.
     inst_binary /usr/libexec/cvm-attest-tpm
+    # The units helper reloads units over the system bus: only an image with
+    # one (the dbus module) can use it.
+    if dracut_module_included dbus; then
+        inst_binary /usr/libexec/cvm-attest-units
+    fi
     inst_simple "$moddir/cvm-attest-initrd.service" \
         "$systemdsystemunitdir/cvm-attest-initrd.service"
 

@@ -11,6 +11,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::resource::ResourcePath;
+pub use crate::systemd::action::{Action, UnitAction};
 
 /// Default directory of `file` sinks with relative paths.
 pub const SECRETS_DIR: &str = "/run/cvm-attest";
@@ -66,19 +67,6 @@ pub enum KeyKind {
     User,
     /// Never readable from userspace; for kernel consumers (dm-crypt).
     Logon,
-}
-
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct UnitAction {
-    pub unit: String,
-    pub action: Action,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Action {
-    Reload,
-    Restart,
-    ReloadOrRestart,
 }
 
 /// Where relative paths and fixed sinks live (re-rooted in tests).

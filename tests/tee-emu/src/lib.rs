@@ -26,6 +26,7 @@ mod mount;
 pub mod paravisor;
 pub mod quote;
 mod remote;
+pub mod scratch;
 mod sev_guest;
 mod sev_ioctl;
 pub mod snp;
