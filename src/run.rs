@@ -28,7 +28,8 @@ const DROPINS: &str = "/etc/cvm-attest/config.d";
 pub async fn run(args: RunArgs) -> Result<()> {
     let started = Instant::now();
     let notify = Rc::new(Notifier::from_env());
-    let config = load(&args).map_err(Usage)?;
+    let initrd = args.initrd || root::path("/etc/initrd-release").exists();
+    let config = load(&args, initrd).map_err(Usage)?;
     if !config.enabled {
         let why = config.disabled_by.as_deref().unwrap_or("the configuration");
         log::info!("disabled by {why}: nothing to do");
@@ -85,11 +86,20 @@ pub async fn run(args: RunArgs) -> Result<()> {
     let delivered = sink::deliver(&layout, &items)?;
     let actions = unit_actions(items.iter().map(|(s, _)| *s));
     if delivered.changed > 0 && !actions.is_empty() {
-        notify.status(&format!("reloading {} unit(s)", actions.len()));
-        let left = deadline
-            .saturating_duration_since(Instant::now())
-            .max(Duration::from_secs(1));
-        systemd::act_on_units(&actions, left).await?;
+        if initrd {
+            // The units named are the real root's: none runs yet, and each
+            // reads what was delivered when it starts (/run survives).
+            log::info!(
+                "in the initramfs: {} unit action(s) left to the real root, whose units start after switch-root",
+                actions.len()
+            );
+        } else {
+            notify.status(&format!("reloading {} unit(s)", actions.len()));
+            let left = deadline
+                .saturating_duration_since(Instant::now())
+                .max(Duration::from_secs(1));
+            systemd::act_on_units(&actions, left).await?;
+        }
     }
     let summary = format!(
         "delivered {} secret(s): {} destination(s) written, {} unchanged, in {:.1} s",
@@ -104,13 +114,12 @@ pub async fn run(args: RunArgs) -> Result<()> {
     Ok(())
 }
 
-fn load(args: &RunArgs) -> Result<Config> {
+fn load(args: &RunArgs, initrd: bool) -> Result<Config> {
     let file = args.config.clone().unwrap_or_else(|| root::path(CONFIG));
     let dropins = match &args.config {
         Some(f) => f.with_file_name("config.d"),
         None => root::path(DROPINS),
     };
-    let initrd = args.initrd || root::path("/etc/initrd-release").exists();
     let cmdline = crate::cmdline::read(initrd)?;
     let sources = Sources {
         file: &file,

@@ -303,6 +303,46 @@ fn five_secrets_reach_their_sinks() {
     let _ = named.invalidate();
 }
 
+/// One secret in a file, whose consumer `a.service` is restarted.
+fn restarting_config(kbs: &str) -> String {
+    format!(
+        "[kbs]\nurl = \"{kbs}\"\ninsecure-http = true\ntimeout = 2\n[tee]\ntype = \"sample\"\n\
+         [[secret]]\nname = \"k\"\nresource = \"default/key/k0\"\nrestart = [\"a.service\"]\n\
+         [[secret.file]]\npath = \"k.key\"\n"
+    )
+}
+
+/// In the initramfs the units named are the real root's, which start after
+/// switch-root: the secret is delivered and no unit is acted on (no helper
+/// runs: the one named does not exist).
+#[test]
+fn the_initramfs_run_delivers_and_leaves_units_to_the_real_root() {
+    let Some(m) = Machine::new("run-initrd-units", 1 << 20) else {
+        return;
+    };
+    let w = World::new("run-initrd-units", 1, |_| {});
+    m.write_config(&restarting_config(&w.kbs.url()));
+    let absent = m.path("no-such-helper");
+    let (out, notes) = m.run_env(
+        &["--initrd"],
+        &[("CVM_ATTEST_UNITS_HELPER", absent.to_str().unwrap())],
+    );
+    assert_exit(&out, 0);
+    assert!(
+        stderr(&out).contains("in the initramfs: 1 unit action(s) left to the real root"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(
+        !notes.iter().any(|n| n.starts_with("STATUS=reloading")),
+        "{notes:?}"
+    );
+    assert_eq!(
+        std::fs::read(m.path("run/cvm-attest/k.key")).unwrap(),
+        w.secret("default/key/k0")
+    );
+}
+
 /// The units helper (`CVM_ATTEST_UNITS_HELPER` points the debug agent at a
 /// stand-in): missing, failing with its own message, failing silently, and
 /// never finishing. Each is an error naming what happened, after delivery.
@@ -312,12 +352,7 @@ fn a_missing_failing_or_hanging_units_helper_is_a_clear_error() {
         return;
     };
     let w = World::new("run-units-helper", 1, |_| {});
-    m.write_config(&format!(
-        "[kbs]\nurl = \"{}\"\ninsecure-http = true\ntimeout = 2\n[tee]\ntype = \"sample\"\n\
-         [[secret]]\nname = \"k\"\nresource = \"default/key/k0\"\nrestart = [\"a.service\"]\n\
-         [[secret.file]]\npath = \"k.key\"\n",
-        w.kbs.url()
-    ));
+    m.write_config(&restarting_config(&w.kbs.url()));
     let delivered = m.path("run/cvm-attest/k.key");
     let with_helper = |helper: &Path| {
         // A fresh delivery each time: units are acted on only after a change.

@@ -76,11 +76,8 @@ install() {
     # The TPM helper, with tpm2-tss and libcrypto (dracut follows its ELF deps).
     # `make install` rewrites the helpers' paths to the LIBEXECDIR it uses.
     inst_binary /usr/libexec/cvm-attest-tpm
-    # The units helper reloads units over the system bus: only an image with
-    # one (the dbus module) can use it.
-    if dracut_module_included dbus; then
-        inst_binary /usr/libexec/cvm-attest-units
-    fi
+    # Not the units helper: in the initramfs the agent leaves the units it
+    # would reload to the real root, whose units have not started yet.
     inst_simple "$moddir/cvm-attest-initrd.service" \
         "$systemdsystemunitdir/cvm-attest-initrd.service"
 

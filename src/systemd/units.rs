@@ -11,7 +11,7 @@ use std::time::Duration;
 use anyhow::{bail, Context as _, Result};
 use tokio::time::Instant;
 
-use super::action::{check_unit_name, UnitAction};
+use super::action::UnitAction;
 use crate::helper::Helper;
 
 /// The helper gets the journal's stream and the bus address, nothing else of
@@ -32,9 +32,6 @@ pub async fn act_on_units(actions: &[UnitAction], timeout: Duration) -> Result<(
     if actions.is_empty() {
         return Ok(());
     }
-    for action in actions {
-        check_unit_name(&action.unit)?;
-    }
     let path = HELPER.path();
     let mut child = HELPER
         .command(&path)
@@ -46,8 +43,7 @@ pub async fn act_on_units(actions: &[UnitAction], timeout: Duration) -> Result<(
         .spawn()
         .with_context(|| {
             format!(
-                "run the units helper {} (it comes with cvm-attest; an initramfs without \
-                 D-Bus has none: order the units after cvm-attest instead)",
+                "run the units helper {} (it comes with cvm-attest)",
                 path.display()
             )
         })?;

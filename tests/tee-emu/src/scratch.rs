@@ -12,7 +12,8 @@ impl Scratch {
     pub fn new(name: &str) -> Scratch {
         static N: AtomicU32 = AtomicU32::new(0);
         let n = N.fetch_add(1, Ordering::Relaxed);
-        let dir = std::env::temp_dir().join(format!("tee-emu-{name}-{}-{n}", std::process::id()));
+        let dir =
+            std::env::temp_dir().join(format!("cvm-attest-test-{name}-{}-{n}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
         Scratch(dir)
