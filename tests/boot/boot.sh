@@ -39,6 +39,8 @@ type = "$TEE"
 [[secret]]
 name = "root-luks"
 resource = "default/luks/cvmroot"
+# The real root's consumer: the initramfs run must leave it alone.
+restart = ["cvm-attest-boot-consumer.service"]
   [[secret.cryptsetup]]
   volume = "cvmroot"
 EOF
