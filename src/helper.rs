@@ -9,8 +9,11 @@
 //! (the tests') also take a stand-in named by the helper's test variable;
 //! release builds never run a program named by their environment.
 
+use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Child, Command, Stdio};
+
+use anyhow::{Context as _, Result};
 
 /// Where the package installs the helpers when they are not beside the agent.
 const LIBEXECDIR: &str = match option_env!("CVM_ATTEST_LIBEXECDIR") {
@@ -21,6 +24,8 @@ const LIBEXECDIR: &str = match option_env!("CVM_ATTEST_LIBEXECDIR") {
 pub struct Helper {
     /// File name, beside the agent or in the libexec directory.
     pub name: &'static str,
+    /// What messages call it ("the TPM helper").
+    pub what: &'static str,
     /// Debug builds only: the variable naming a stand-in.
     #[cfg_attr(not(debug_assertions), allow(dead_code))]
     pub test_env: &'static str,
@@ -43,9 +48,14 @@ impl Helper {
         PathBuf::from(LIBEXECDIR).join(self.name)
     }
 
-    /// A command running it with the agent's `-q`/`-v` and a clean
-    /// environment but [`Helper::env`] (no NOTIFY_SOCKET, no proxies…).
-    pub fn command(&self, path: &Path) -> Command {
+    /// Starts the one at `path` with the agent's `-q`/`-v`, then `args`, a
+    /// clean environment but [`Helper::env`] (no NOTIFY_SOCKET, no
+    /// proxies…), stdout piped and stderr shared (its logs are the agent's).
+    pub fn spawn<I, S>(&self, path: &Path, args: I, stdin: Stdio) -> Result<Child>
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
         let mut command = Command::new(path);
         command.env_clear();
         for name in self.env {
@@ -53,7 +63,19 @@ impl Helper {
                 command.env(name, value);
             }
         }
-        command.args(crate::logger::flags());
         command
+            .args(crate::logger::flags())
+            .args(args)
+            .stdin(stdin)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .with_context(|| {
+                format!(
+                    "run {} {} (it comes with cvm-attest)",
+                    self.what,
+                    path.display()
+                )
+            })
     }
 }

@@ -34,6 +34,7 @@ use crate::root;
 /// level, nothing else of the agent's environment.
 const HELPER: Helper = Helper {
     name: "cvm-attest-tpm",
+    what: "the TPM helper",
     test_env: "CVM_ATTEST_TPM_HELPER",
     env: &["JOURNAL_STREAM", "TSS2_LOG"],
 };
@@ -94,19 +95,7 @@ impl Tpm {
             bail!("no TPM at {path}: this VM has no (v)TPM, or its driver is not loaded (tpm_crb/tpm_tis)");
         }
         let helper = HELPER.path();
-        let mut child = HELPER
-            .command(&helper)
-            .arg(tcti)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .with_context(|| {
-                format!(
-                    "run the TPM helper {} (it comes with cvm-attest)",
-                    helper.display()
-                )
-            })?;
+        let mut child = HELPER.spawn(&helper, [tcti], Stdio::piped())?;
         let (Some(stdin), Some(stdout)) = (child.stdin.take(), child.stdout.take()) else {
             bail!("the TPM helper's pipes were not set up");
         };

@@ -18,6 +18,7 @@ use crate::helper::Helper;
 /// the agent's environment.
 const HELPER: Helper = Helper {
     name: "cvm-attest-units",
+    what: "the units helper",
     test_env: "CVM_ATTEST_UNITS_HELPER",
     env: &["JOURNAL_STREAM", "DBUS_SYSTEM_BUS_ADDRESS"],
 };
@@ -33,20 +34,9 @@ pub async fn act_on_units(actions: &[UnitAction], timeout: Duration) -> Result<(
         return Ok(());
     }
     let path = HELPER.path();
-    let mut child = HELPER
-        .command(&path)
-        .arg(timeout.as_millis().to_string())
-        .args(actions.iter().map(UnitAction::to_arg))
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .with_context(|| {
-            format!(
-                "run the units helper {} (it comes with cvm-attest)",
-                path.display()
-            )
-        })?;
+    let args = std::iter::once(timeout.as_millis().to_string())
+        .chain(actions.iter().map(UnitAction::to_arg));
+    let mut child = HELPER.spawn(&path, args, Stdio::null())?;
     let killed_at = Instant::now() + timeout + GRACE;
     let status = loop {
         if let Some(status) = child.try_wait().context("wait for the units helper")? {
