@@ -35,9 +35,11 @@ test:
 	$(CARGO) test --workspace --locked
 
 # Wall time, peak RSS and binary size (prints figures; never part of `test`).
+# get.sh last: it rebuilds the agent alone, so that target/release holds the
+# agent as shipped, not the one `cargo bench` built with the test crates.
 bench:
-	sh benches/get.sh
 	$(CARGO) bench --locked --bench hcl_poll
+	sh benches/get.sh
 
 lint:
 	$(CARGO) fmt --all -- --check
