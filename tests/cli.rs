@@ -115,3 +115,32 @@ fn a_secret_is_never_written_to_a_terminal() {
     unsafe { libc::close(master) };
     assert_fails_with(&out, 2, "refusing to print a secret to the terminal");
 }
+
+/// The units helper, run by hand or handed bad arguments: usage (exit 2)
+/// or the reason on its one stdout line (exit 1), before any bus traffic.
+#[test]
+fn the_units_helper_refuses_bad_arguments() {
+    let helper = |args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_cvm-attest-units"))
+            .args(args)
+            .env("DBUS_SYSTEM_BUS_ADDRESS", "unix:path=/nonexistent/bus")
+            .output()
+            .unwrap()
+    };
+    for args in [&[][..], &["-v"], &["soon", "reload:a.service"], &["500"]] {
+        let out = helper(args);
+        assert_exit(&out, 2);
+        assert!(
+            stderr(&out)
+                .starts_with("usage: cvm-attest-units [-q] [-v]... TIMEOUT_MS ACTION:UNIT..."),
+            "{args:?}: {}",
+            stderr(&out)
+        );
+    }
+    let out = helper(&["500", "reload:a.service", "stop:b.service"]);
+    assert_exit(&out, 1);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "'stop:b.service' is not ACTION:UNIT with ACTION reload, restart or reload-or-restart\n"
+    );
+}
