@@ -5,6 +5,7 @@
 //! (`manager.rs`): zbus stays out of the agent's binary and memory.
 
 use std::io::Read as _;
+use std::os::unix::process::ExitStatusExt as _;
 use std::process::Stdio;
 use std::time::Duration;
 
@@ -39,17 +40,29 @@ pub async fn act_on_units(actions: &[UnitAction], timeout: Duration) -> Result<(
     let mut child = HELPER.spawn(&path, args, Stdio::null())?;
     let killed_at = Instant::now() + timeout + GRACE;
     let status = loop {
-        if let Some(status) = child.try_wait().context("wait for the units helper")? {
+        let done = match child.try_wait() {
+            Ok(done) => done,
+            Err(e) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(e).context("wait for the units helper");
+            }
+        };
+        if let Some(status) = done {
             break status;
         }
         if Instant::now() >= killed_at {
             let _ = child.kill();
             let status = child.wait().context("reap the units helper")?;
-            bail!(
-                "the units helper {} did not finish within {:.1} s; it ended (killed: {status})",
-                path.display(),
-                (timeout + GRACE).as_secs_f64()
-            );
+            // It may have ended on its own between the two looks.
+            if status.signal() == Some(libc::SIGKILL) {
+                bail!(
+                    "the units helper {} did not finish within {:.1} s; it ended (killed: {status})",
+                    path.display(),
+                    (timeout + GRACE).as_secs_f64()
+                );
+            }
+            break status;
         }
         tokio::time::sleep(Duration::from_millis(5)).await;
     };
