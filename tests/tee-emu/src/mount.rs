@@ -17,10 +17,12 @@ use std::os::fd::OwnedFd;
 use std::os::unix::ffi::OsStrExt as _;
 use std::path::{Path, PathBuf};
 use std::thread::JoinHandle;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use anyhow::{Context as _, Result};
-use fuser::{FileAttr, FileType, Filesystem, ReplyDirectory, Session, SessionACL};
+use fuser::{
+    FileAttr, FileType, Filesystem, ReplyAttr, ReplyDirectory, ReplyEntry, Session, SessionACL,
+};
 
 /// A mounted emulator; unmounts and joins its session thread on drop.
 #[derive(Debug)]
@@ -119,6 +121,25 @@ pub(crate) fn file_attr(ino: u64, kind: FileType, perm: u16, size: u64) -> FileA
         rdev: 0,
         blksize: 4096,
         flags: 0,
+    }
+}
+
+/// Attributes are never cached: the emulators' files change under the guest.
+const TTL: Duration = Duration::ZERO;
+
+/// Answers `lookup` (and `mkdir`) with the attributes found, or the errno.
+pub(crate) fn reply_entry(found: Result<FileAttr, i32>, reply: ReplyEntry) {
+    match found {
+        Ok(attr) => reply.entry(&TTL, &attr, 0),
+        Err(e) => reply.error(e),
+    }
+}
+
+/// Answers `getattr` with the attributes found, or the errno.
+pub(crate) fn reply_attr(found: Result<FileAttr, i32>, reply: ReplyAttr) {
+    match found {
+        Ok(attr) => reply.attr(&TTL, &attr),
+        Err(e) => reply.error(e),
     }
 }
 

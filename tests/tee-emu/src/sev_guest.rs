@@ -28,7 +28,6 @@
 use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Duration;
 
 use anyhow::{Context as _, Result};
 use fuser::{
@@ -36,7 +35,7 @@ use fuser::{
     Request,
 };
 
-use crate::mount::{file_attr, list_dir, FuseMount};
+use crate::mount::{file_attr, list_dir, reply_attr, reply_entry, FuseMount};
 use crate::sev_ioctl::{get_ext_report, get_report};
 
 /// `_IOWR('S', 0x0, struct snp_guest_request_ioctl)`.
@@ -58,7 +57,6 @@ pub const CERTS_MAX: u32 = 0x4000;
 
 const ROOT: u64 = 1;
 const DEVICE: u64 = 2;
-const TTL: Duration = Duration::ZERO;
 
 /// Fault knobs of the `/dev/sev-guest` emulator.
 #[derive(Debug, Clone)]
@@ -208,20 +206,12 @@ impl SevGuestFs {
 
 impl Filesystem for SevGuestFs {
     fn lookup(&mut self, _req: &Request<'_>, parent: u64, name: &OsStr, reply: ReplyEntry) {
-        match (parent == ROOT && name == "sev-guest")
-            .then(|| self.stat(DEVICE))
-            .flatten()
-        {
-            Some(attr) => reply.entry(&TTL, &attr, 0),
-            None => reply.error(libc::ENOENT),
-        }
+        let found = (parent == ROOT && name == "sev-guest").then(|| self.stat(DEVICE));
+        reply_entry(found.flatten().ok_or(libc::ENOENT), reply);
     }
 
     fn getattr(&mut self, _req: &Request<'_>, ino: u64, _fh: Option<u64>, reply: ReplyAttr) {
-        match self.stat(ino) {
-            Some(attr) => reply.attr(&TTL, &attr),
-            None => reply.error(libc::ENOENT),
-        }
+        reply_attr(self.stat(ino).ok_or(libc::ENOENT), reply);
     }
 
     fn open(&mut self, _req: &Request<'_>, ino: u64, _flags: i32, reply: ReplyOpen) {

@@ -28,7 +28,7 @@ use fuser::{
     ReplyOpen, ReplyWrite, Request,
 };
 
-use crate::mount::{file_attr, list_dir, FuseMount};
+use crate::mount::{file_attr, list_dir, reply_attr, reply_entry, FuseMount};
 use crate::tpm_cmd;
 
 /// Name of the device file in the mounted directory.
@@ -36,7 +36,6 @@ pub const DEVICE_NAME: &str = "tpmrm0";
 
 const ROOT: u64 = 1;
 const DEVICE: u64 = 2;
-const TTL: Duration = Duration::ZERO;
 
 /// A mounted TPM device emulator; unmounted on drop.
 #[derive(Debug)]
@@ -134,20 +133,12 @@ impl OpenFile {
 
 impl Filesystem for TpmFs {
     fn lookup(&mut self, _req: &Request<'_>, parent: u64, name: &OsStr, reply: ReplyEntry) {
-        match (parent == ROOT && name == DEVICE_NAME)
-            .then(|| self.stat(DEVICE))
-            .flatten()
-        {
-            Some(attr) => reply.entry(&TTL, &attr, 0),
-            None => reply.error(libc::ENOENT),
-        }
+        let found = (parent == ROOT && name == DEVICE_NAME).then(|| self.stat(DEVICE));
+        reply_entry(found.flatten().ok_or(libc::ENOENT), reply);
     }
 
     fn getattr(&mut self, _req: &Request<'_>, ino: u64, _fh: Option<u64>, reply: ReplyAttr) {
-        match self.stat(ino) {
-            Some(attr) => reply.attr(&TTL, &attr),
-            None => reply.error(libc::ENOENT),
-        }
+        reply_attr(self.stat(ino).ok_or(libc::ENOENT), reply);
     }
 
     fn open(&mut self, _req: &Request<'_>, ino: u64, _flags: i32, reply: ReplyOpen) {

@@ -17,7 +17,7 @@
 use std::collections::HashMap;
 use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 use anyhow::{Context as _, Result};
 use fuser::consts::FOPEN_DIRECT_IO;
@@ -26,13 +26,12 @@ use fuser::{
     ReplyOpen, ReplyWrite, Request, TimeOrNow,
 };
 
-use crate::mount::{file_attr, list_dir, FuseMount};
+use crate::mount::{file_attr, list_dir, reply_attr, reply_entry, FuseMount};
 use crate::tsm::{Attr, Provider, TsmKnobs, INBLOB_MAX};
 
 const ROOT: u64 = 1;
 const TSM: u64 = 2;
 const REPORT: u64 = 3;
-const TTL: Duration = Duration::ZERO;
 
 /// A mounted configfs-tsm emulator; unmounted on drop.
 #[derive(Debug)]
@@ -144,20 +143,14 @@ impl TsmFs {
 
 impl Filesystem for TsmFs {
     fn lookup(&mut self, _req: &Request<'_>, parent: u64, name: &OsStr, reply: ReplyEntry) {
-        match self
+        let found = self
             .child(parent, &name.to_string_lossy())
-            .and_then(|ino| self.stat(ino))
-        {
-            Ok(attr) => reply.entry(&TTL, &attr, 0),
-            Err(e) => reply.error(e),
-        }
+            .and_then(|ino| self.stat(ino));
+        reply_entry(found, reply);
     }
 
     fn getattr(&mut self, _req: &Request<'_>, ino: u64, _fh: Option<u64>, reply: ReplyAttr) {
-        match self.stat(ino) {
-            Ok(attr) => reply.attr(&TTL, &attr),
-            Err(e) => reply.error(e),
-        }
+        reply_attr(self.stat(ino), reply);
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -196,10 +189,7 @@ impl Filesystem for TsmFs {
             return reply.error(libc::EPERM);
         }
         let made = self.knobs.lock().mkdir(&name.to_string_lossy());
-        match made.and_then(|id| self.stat(id << 4)) {
-            Ok(attr) => reply.entry(&TTL, &attr, 0),
-            Err(e) => reply.error(e),
-        }
+        reply_entry(made.and_then(|id| self.stat(id << 4)), reply);
     }
 
     fn rmdir(&mut self, _req: &Request<'_>, parent: u64, name: &OsStr, reply: ReplyEmpty) {
