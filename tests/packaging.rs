@@ -16,7 +16,7 @@
 //!   `lsinitrd --unpack` extracts it, and the binary inside runs `--version`
 //!   chrooted there and the TPM helper prints its usage, which proves their
 //!   libraries came along.
-//! - The agent binary needs no shared library but libc (not tpm2-tss, not
+//! - The agent binary needs no shared library but glibc's (not tpm2-tss, not
 //!   libcrypto, not libgcc_s); the TPM helper needs tpm2-tss (`readelf -d`).
 //! - rpmbuild (Debian's rpm: no Rust or systemd RPM macros, so the spec's
 //!   fallbacks) builds both packages from `rpm/make-source.sh` and
@@ -133,9 +133,9 @@ fn holds(binary: &str, bytes: &[u8]) -> bool {
 }
 
 #[test]
-fn the_agent_loads_only_libc_and_the_helpers_carry_the_rest() {
+fn the_agent_loads_only_glibc_and_the_helpers_carry_the_rest() {
     if let Some(tool) = missing(&["readelf"]) {
-        println!("SKIPPED the_agent_loads_only_libc_and_the_helpers_carry_the_rest: no {tool}");
+        println!("SKIPPED the_agent_loads_only_glibc_and_the_helpers_carry_the_rest: no {tool}");
         return;
     }
     let agent = needed(env!("CARGO_BIN_EXE_cvm-attest"));
