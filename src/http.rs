@@ -63,6 +63,8 @@ pub enum TransportError {
         attempts: u32,
         deadline: Duration,
         cause: String,
+        /// The wait the server asked for with `Retry-After`, if it did.
+        retry_after: Option<Duration>,
     },
     #[error("TLS with the KBS at {url} failed: {cause}: check --kbs-ca and the KBS certificate")]
     Tls { url: String, cause: String },
@@ -72,6 +74,36 @@ pub enum TransportError {
         url: String,
         cap: usize,
     },
+}
+
+impl TransportError {
+    /// Whether asking the same server again cannot help: its certificate
+    /// does not verify, or its answer is over the size cap.
+    pub fn is_final(&self) -> bool {
+        matches!(
+            self,
+            TransportError::Tls { .. } | TransportError::TooLarge { .. }
+        )
+    }
+
+    /// How long the server asked to be left alone, when it did.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            TransportError::GaveUp { retry_after, .. } => *retry_after,
+            _ => None,
+        }
+    }
+}
+
+/// The retry backoff: 0.5 s doubling to 10 s, or the test seam's fixed delay.
+pub fn backoff() -> Backoff {
+    match std::env::var(BACKOFF_ENV).ok().and_then(|v| v.parse().ok()) {
+        Some(ms) => Backoff {
+            initial: Duration::from_millis(ms),
+            max: Duration::from_millis(ms),
+        },
+        None => Backoff::default(),
+    }
 }
 
 /// `2s`, `1.5s`: whole seconds without decimals.
@@ -195,17 +227,10 @@ impl Transport {
         deadline: Duration,
         request_timeout: Duration,
     ) -> Transport {
-        let backoff = match std::env::var(BACKOFF_ENV).ok().and_then(|v| v.parse().ok()) {
-            Some(ms) => Backoff {
-                initial: Duration::from_millis(ms),
-                max: Duration::from_millis(ms),
-            },
-            None => Backoff::default(),
-        };
         Transport {
             client,
             base,
-            backoff,
+            backoff: backoff(),
             deadline: Instant::now() + deadline,
             budget: deadline,
             request_timeout,
@@ -247,7 +272,10 @@ impl Transport {
                 Err(Failure::Final(e)) => return Err(e),
                 Err(Failure::Transient(cause)) => (cause, None),
             };
-            let wait = after.unwrap_or_else(|| self.backoff.delay(attempt - 1));
+            // Retry-After is a floor: "0" or a date in the past does not
+            // make the retries back to back.
+            let backoff = self.backoff.delay(attempt - 1);
+            let wait = after.map_or(backoff, |a| a.max(backoff));
             let remaining = self.deadline.saturating_duration_since(Instant::now());
             if wait >= remaining {
                 return Err(TransportError::GaveUp {
@@ -256,6 +284,7 @@ impl Transport {
                     attempts: attempt,
                     deadline: self.budget,
                     cause,
+                    retry_after: after,
                 });
             }
             let message = format!(

@@ -163,7 +163,10 @@ const PER_KBS: Duration = Duration::from_secs(30);
 
 /// The KBS URLs in order, round after round until the deadline: an
 /// unreachable one gives way to the next; a KBS that answers is final,
-/// whatever it says.
+/// whatever it says. Between rounds in which no KBS answered, the run waits
+/// (backoff, or longer when a KBS asked for it with `Retry-After`). A KBS
+/// whose certificate does not verify or whose answer is over the size cap is
+/// not asked again.
 async fn fetch(
     config: &Config,
     notify: &Rc<Notifier>,
@@ -174,34 +177,73 @@ async fn fetch(
     deadline: Instant,
 ) -> Result<Vec<Result<Fetched>>> {
     let mut last: Option<anyhow::Error> = None;
-    for url in config.kbs.iter().cycle() {
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left < Duration::from_millis(100) {
+    let mut retired = vec![false; config.kbs.len()];
+    let backoff = crate::http::backoff();
+    'rounds: for round in 0u32.. {
+        let mut asked_wait = Duration::ZERO;
+        for (i, url) in config.kbs.iter().enumerate() {
+            if retired[i] {
+                continue;
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left < Duration::from_millis(100) {
+                break 'rounds;
+            }
+            notify.status(&format!("attesting to {url} as {}", platform.name()));
+            let cfg = TransportConfig {
+                url: url.clone(),
+                ca: config.kbs_ca.clone(),
+                insecure_http: config.insecure_http,
+                deadline: left.min(PER_KBS),
+                connect_timeout: config.connect_timeout,
+                request_timeout: config.request_timeout,
+            };
+            let mut transport = Transport::new(&cfg).map_err(Usage)?;
+            let observer = Rc::clone(notify);
+            transport.observe(move |message, wait| {
+                observer.status(message);
+                observer.extend_timeout(wait + Duration::from_secs(30));
+            });
+            // IMDS, when the evidence needs it, shares the run's deadline.
+            let options = TeeOptions {
+                imds_deadline: left,
+                ..options.clone()
+            };
+            let client = Client::new(&transport, platform, &options)?;
+            let result = client.fetch_each(resources, required).await;
+            let Err(e) = &result else { return result };
+            let Some(failure) = e.chain().find_map(|c| c.downcast_ref::<TransportError>()) else {
+                return result;
+            };
+            if failure.is_final() {
+                retired[i] = true;
+                log::warn!("{e:#}; not asking {url} again");
+            } else {
+                asked_wait = asked_wait.max(failure.retry_after().unwrap_or_default());
+                log::warn!("{e:#}; trying the next KBS");
+            }
+            last = result.err();
+        }
+        if retired.iter().all(|&r| r) {
+            // Each KBS gave an answer no retry can change: that is the error.
+            if let Some(e) = last {
+                return Err(e);
+            }
             break;
         }
-        notify.status(&format!("attesting to {url} as {}", platform.name()));
-        let cfg = TransportConfig {
-            url: url.clone(),
-            ca: config.kbs_ca.clone(),
-            insecure_http: config.insecure_http,
-            deadline: left.min(PER_KBS),
-            connect_timeout: config.connect_timeout,
-            request_timeout: config.request_timeout,
-        };
-        let mut transport = Transport::new(&cfg).map_err(Usage)?;
-        let observer = Rc::clone(notify);
-        transport.observe(move |message, wait| {
-            observer.status(message);
-            observer.extend_timeout(wait + Duration::from_secs(30));
-        });
-        let client = Client::new(&transport, platform, options)?;
-        match client.fetch_each(resources, required).await {
-            Err(e) if e.chain().any(|c| c.is::<TransportError>()) => {
-                log::warn!("{e:#}; trying the next KBS");
-                last = Some(e);
-            }
-            other => return other,
+        let pause = backoff.delay(round).max(asked_wait);
+        let left = deadline.saturating_duration_since(Instant::now());
+        if pause + Duration::from_millis(100) >= left {
+            break;
         }
+        let message = format!(
+            "no KBS answered; trying again in {}",
+            crate::http::seconds(pause)
+        );
+        log::warn!("{message}");
+        notify.status(&message);
+        notify.extend_timeout(pause + Duration::from_secs(30));
+        tokio::time::sleep(pause).await;
     }
     let tried = config.kbs.join(", ");
     match last {

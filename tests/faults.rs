@@ -186,6 +186,27 @@ fn too_many_requests_honours_retry_after() {
     assert_eq!(w.kbs.stats().auth, 2);
 }
 
+/// `Retry-After: 0` (or a date in the past) is a floor, not a licence to
+/// retry back to back: the backoff still applies.
+#[test]
+fn retry_after_zero_still_waits_the_backoff() {
+    let w = World::new("retry-after-0", 1, |_| {});
+    w.kbs.push_fault(fault(
+        Endpoint::Auth,
+        3,
+        FaultKind::Status {
+            code: 503,
+            retry_after: Some(0),
+        },
+    ));
+    let out = w.get(&["default/key/k0"]);
+    assert_exit(&out, 0);
+    let log = stderr(&out);
+    assert_eq!(log.matches("retrying in").count(), 3, "{log}");
+    assert!(!log.contains("retrying in 0 ms"), "{log}");
+    assert_eq!(w.kbs.stats().auth, 4);
+}
+
 #[test]
 fn connection_dropped_mid_body_is_retried() {
     let w = World::new("drop", 1, |_| {});

@@ -11,7 +11,10 @@ use std::path::{Path, PathBuf};
 use std::process::Output;
 use std::time::Duration;
 
-use crate::util::{agent_cmd, assert_exit, assert_fails_with, data, stderr, TempDir, Tmpfs, World};
+use crate::util::{
+    agent_cmd, assert_exit, assert_fails_with, data, stderr, Endpoint, Fault, FaultKind, TempDir,
+    Tmpfs, World,
+};
 
 /// A re-rooted machine: tmpfs /run, /etc/cvm-attest/config.toml, passwd/group.
 /// Fields drop in order: the tmpfs is unmounted before its directory goes.
@@ -524,6 +527,63 @@ fn a_passed_deadline_is_a_clean_failure() {
     );
     assert!(!m.path("run/credstore/never").exists());
     assert!(!notes.iter().any(|n| n.starts_with("READY=1")));
+}
+
+/// A KBS that answers 503 with `Retry-After: 60` is left alone: the run does
+/// not go round its KBS list asking again (it used to send thousands of
+/// `/auth` requests a second), and ends at its deadline with the reason.
+#[test]
+fn a_kbs_asking_for_quiet_is_not_asked_again_and_again() {
+    let Some(m) = Machine::new("run-quiet", 1 << 20) else {
+        return;
+    };
+    let w = World::new("run-quiet", 1, |_| {});
+    w.kbs.push_fault(Fault {
+        endpoint: Endpoint::Auth,
+        count: 100_000,
+        kind: FaultKind::Status {
+            code: 503,
+            retry_after: Some(60),
+        },
+    });
+    m.write_config(&format!(
+        "[kbs]\nurl = [\"{0}\", \"{0}\"]\ninsecure-http = true\ntimeout = 3\n[tee]\ntype = \"sample\"\n\
+         [[secret]]\nname = \"k\"\nresource = \"default/key/k0\"\n  [[secret.credential]]\n",
+        w.kbs.url()
+    ));
+    let (out, notes) = m.run(&[]);
+    assert_fails_with(&out, 4, "no KBS answered within the 3s deadline");
+    assert!(stderr(&out).contains("HTTP 503"), "{}", stderr(&out));
+    // Once per URL in the list, then the 60 s asked for outlast the run.
+    assert_eq!(w.kbs.stats().auth, 2);
+    assert!(!notes.iter().any(|n| n.starts_with("READY=1")));
+}
+
+/// A KBS whose certificate does not verify is not asked again: the run
+/// ends with the TLS error at once instead of retrying until its deadline.
+#[test]
+fn a_kbs_certificate_that_does_not_verify_ends_the_run() {
+    let Some(m) = Machine::new("run-tls", 1 << 20) else {
+        return;
+    };
+    let w = World::new("run-tls", 1, |c| {
+        c.tls = Some(crate::util::Tls {
+            cert_chain: data("tls/server.pem"),
+            key: data("tls/server.key"),
+        })
+    });
+    m.write_config(&format!(
+        "[kbs]\nurl = \"{}\"\nca = \"{}\"\ntimeout = 300\n[tee]\ntype = \"sample\"\n\
+         [[secret]]\nname = \"k\"\nresource = \"default/key/k0\"\n  [[secret.credential]]\n",
+        w.kbs.url(),
+        data("tls/other-ca.pem").display()
+    ));
+    let (out, _) = m.run(&[]);
+    assert_fails_with(&out, 4, "TLS with the KBS at");
+    let log = stderr(&out);
+    assert!(log.contains("not asking"), "{log}");
+    assert!(!log.contains("no KBS answered"), "{log}");
+    assert!(!log.contains("trying again"), "{log}");
 }
 
 #[test]

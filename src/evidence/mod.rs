@@ -40,6 +40,7 @@ pub enum Platform {
 }
 
 /// Where TPM- and IMDS-based evidence comes from.
+#[derive(Clone)]
 pub struct TeeOptions {
     /// TCTI of the TPM (default `device:/dev/tpmrm0`).
     pub tcti: String,
