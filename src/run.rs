@@ -83,7 +83,26 @@ pub async fn run(args: RunArgs) -> Result<()> {
     }
     notify.status(&format!("delivering {} secret(s)", items.len()));
     let layout = Layout::standard(&config.secrets_dir);
-    let delivered = sink::deliver(&layout, &items)?;
+    // The required secrets together, all or nothing; then each optional one
+    // on its own, skipped with a warning when it cannot be delivered.
+    let (required_items, optional): (Vec<_>, Vec<_>) =
+        items.into_iter().partition(|(s, _)| s.required);
+    let mut delivered = sink::deliver(&layout, &required_items)?;
+    let mut items = required_items;
+    for item in optional {
+        match sink::deliver(&layout, &[item]) {
+            Ok(d) => {
+                delivered.changed += d.changed;
+                delivered.unchanged += d.unchanged;
+                items.push(item);
+            }
+            Err(e) => log::warn!(
+                "optional secret '{}' ({}) is not delivered: {e:#}",
+                item.0.name,
+                item.0.resource
+            ),
+        }
+    }
     let actions = unit_actions(items.iter().map(|(s, _)| *s));
     if delivered.changed > 0 && !actions.is_empty() {
         if initrd {

@@ -464,6 +464,38 @@ fn a_full_tmpfs_leaves_no_partial_file() {
     assert!(!m.path("run/credstore/small").exists(), "all or nothing");
 }
 
+/// An optional secret that cannot be delivered is skipped with a warning;
+/// the required ones are delivered and the run succeeds.
+#[test]
+fn an_optional_secret_that_cannot_be_delivered_is_skipped() {
+    let Some(m) = Machine::new("run-optional", 1 << 20) else {
+        return;
+    };
+    let w = World::new("run-optional", 1, |_| {});
+    m.write_config(&format!(
+        "[kbs]\nurl = \"{}\"\ninsecure-http = true\n[tee]\ntype = \"sample\"\n\
+         [[secret]]\nname = \"luks\"\nresource = \"default/luks/root\"\n  [[secret.cryptsetup]]\n  volume = \"root\"\n\
+         [[secret]]\nname = \"extra\"\nresource = \"default/key/k0\"\nrequired = false\n  [[secret.file]]\n  path = \"blocker/extra.key\"\n",
+        w.kbs.url()
+    ));
+    // A file where the optional secret's directory should be.
+    std::fs::create_dir_all(m.path("run/cvm-attest")).unwrap();
+    std::fs::write(m.path("run/cvm-attest/blocker"), b"").unwrap();
+    let (out, notes) = m.run(&[]);
+    assert_exit(&out, 0);
+    let log = stderr(&out);
+    assert!(
+        log.contains("optional secret 'extra' (default/key/k0) is not delivered"),
+        "{log}"
+    );
+    assert!(log.contains("blocker"), "{log}");
+    assert_eq!(
+        std::fs::read(m.path("run/cryptsetup-keys.d/root.key")).unwrap(),
+        w.secret("default/luks/root")
+    );
+    assert_eq!(notes.last().map(|n| n.trim_end()), Some("READY=1"));
+}
+
 #[test]
 fn a_kbs_down_for_twenty_seconds_is_waited_for() {
     let Some(m) = Machine::new("run-late", 1 << 20) else {
