@@ -496,6 +496,41 @@ fn an_optional_secret_that_cannot_be_delivered_is_skipped() {
     assert_eq!(notes.last().map(|n| n.trim_end()), Some("READY=1"));
 }
 
+/// A run killed between staging and finishing leaves a temporary file and a
+/// backup (a second copy of an earlier secret) beside the target; the next
+/// run removes them. Those of a process still alive are left alone.
+#[test]
+fn leftovers_of_a_killed_run_are_removed() {
+    let Some(m) = Machine::new("run-stale", 1 << 20) else {
+        return;
+    };
+    let w = World::new("run-stale", 1, |_| {});
+    m.write_config(&format!(
+        "[kbs]\nurl = \"{}\"\ninsecure-http = true\n[tee]\ntype = \"sample\"\n\
+         [[secret]]\nname = \"k\"\nresource = \"default/key/k0\"\n  [[secret.credential]]\n",
+        w.kbs.url()
+    ));
+    let store = m.path("run/credstore");
+    std::fs::create_dir_all(&store).unwrap();
+    // No process has a PID above the kernel's limit (at most 2^22).
+    let stale = [".k.cvm-attest-old-99999999", ".k.cvm-attest-new-99999999"];
+    for name in stale {
+        std::fs::write(store.join(name), b"an earlier secret").unwrap();
+    }
+    let alive = ".k.cvm-attest-new-1";
+    std::fs::write(store.join(alive), b"pid 1's").unwrap();
+    let (out, _) = m.run(&[]);
+    assert_exit(&out, 0);
+    for name in stale {
+        assert!(!store.join(name).exists(), "{name} is still there");
+    }
+    assert!(store.join(alive).exists());
+    assert_eq!(
+        std::fs::read(store.join("k")).unwrap(),
+        w.secret("default/key/k0")
+    );
+}
+
 #[test]
 fn a_kbs_down_for_twenty_seconds_is_waited_for() {
     let Some(m) = Machine::new("run-late", 1 << 20) else {

@@ -15,6 +15,7 @@ use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsE
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
+use zeroize::Zeroizing;
 
 const TMPFS_MAGIC: i64 = 0x0102_1994;
 const RAMFS_MAGIC: i64 = 0x8584_58f6;
@@ -73,7 +74,37 @@ fn unchanged(t: &Target<'_>) -> bool {
         && t.uid.is_none_or(|u| u == meta.uid())
         && t.gid.is_none_or(|g| g == meta.gid())
         && meta.len() == t.data.len() as u64
-        && fs::read(&t.path).is_ok_and(|old| old == t.data)
+        && fs::read(&t.path).is_ok_and(|old| Zeroizing::new(old).as_slice() == t.data)
+}
+
+/// Removes what a killed run left beside `target`: its temporary file and
+/// its backup, a second copy of an earlier secret (`hidden` names them after
+/// the process; one whose process is gone is stale).
+fn remove_stale(target: &Path) {
+    let (Some(dir), Some(name)) = (target.parent(), target.file_name()) else {
+        return;
+    };
+    let prefix = format!(".{}.cvm-attest-", name.to_string_lossy());
+    let Ok(entries) = fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let file_name = entry.file_name();
+        let Some(rest) = file_name.to_str().and_then(|n| n.strip_prefix(&prefix)) else {
+            continue;
+        };
+        let pid = rest
+            .strip_prefix("new-")
+            .or_else(|| rest.strip_prefix("old-"))
+            .and_then(|p| p.parse::<u32>().ok());
+        let Some(pid) = pid else { continue };
+        if pid != std::process::id() && !Path::new("/proc").join(pid.to_string()).exists() {
+            match fs::remove_file(entry.path()) {
+                Ok(()) => log::info!("removed {}, left by an earlier run", entry.path().display()),
+                Err(e) => log::warn!("remove {}: {e}", entry.path().display()),
+            }
+        }
+    }
 }
 
 fn hidden(target: &Path, suffix: &str) -> Result<PathBuf> {
@@ -107,6 +138,7 @@ pub fn stage(t: &Target<'_>) -> Result<Staged> {
             dir.display()
         );
     }
+    remove_stale(&t.path);
     if unchanged(t) {
         log::debug!("{} already holds this secret", t.path.display());
         return Ok(Staged {
@@ -175,8 +207,14 @@ impl Staged {
                 .with_context(|| format!("keep the previous {}", self.target.display()))?;
             self.backup = Some(backup);
         }
-        fs::rename(temp, &self.target)
-            .with_context(|| format!("move the secret into place at {}", self.target.display()))?;
+        if let Err(e) = fs::rename(temp, &self.target) {
+            if let Some(backup) = self.backup.take() {
+                let _ = fs::remove_file(backup);
+            }
+            return Err(e).with_context(|| {
+                format!("move the secret into place at {}", self.target.display())
+            });
+        }
         self.committed = true;
         Ok(())
     }

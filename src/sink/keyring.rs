@@ -121,7 +121,12 @@ impl Staging {
         // (A logon key cannot be read back, so it is always replaced.)
         if let (KeyKind::User, Some(key)) = (t.kind, &old) {
             let same_perm = key.description().is_ok_and(|d| d.perms.bits() == t.perm);
-            if same_perm && t.timeout.is_none() && key.read().is_ok_and(|p| p == t.data) {
+            if same_perm
+                && t.timeout.is_none()
+                && key
+                    .read()
+                    .is_ok_and(|p| zeroize::Zeroizing::new(p).as_slice() == t.data)
+            {
                 log::debug!("the {label} already holds this secret");
                 self.unchanged += 1;
                 return Ok(());
