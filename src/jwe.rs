@@ -104,7 +104,9 @@ pub fn decrypt(secret: &SecretKey, response: &JweResponse) -> Result<Zeroizing<V
         return Err(JweError::Malformed("encrypted_key is not 40 bytes"));
     }
     let mut cek = Zeroizing::new([0u8; 32]);
-    KekAes256::from(*kek)
+    // By reference: a copy of the KEK would stay on the stack (the cipher's
+    // key schedule is wiped on drop, aes's `zeroize` feature).
+    KekAes256::new(kek.as_ref().into())
         .unwrap(&wrapped, cek.as_mut())
         .map_err(|_| JweError::Decrypt("AES key unwrap integrity check failed"))?;
 
