@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 
 use crate::cli::RunArgs;
-use crate::config::{self, Config, Overrides, Sources};
+use crate::config::{self, Config, ConfigError, Overrides, Sources};
 use crate::evidence::{Platform, TeeOptions};
 use crate::exit::Usage;
 use crate::http::{Transport, TransportConfig, TransportError};
@@ -29,7 +29,11 @@ pub async fn run(args: RunArgs) -> Result<()> {
     let started = Instant::now();
     let notify = Rc::new(Notifier::from_env());
     let initrd = args.initrd || root::path("/etc/initrd-release").exists();
-    let config = load(&args, initrd).map_err(Usage)?;
+    // A file that cannot be read is local I/O (exit 1); the rest is usage (2).
+    let config = load(&args, initrd).map_err(|e| match e.downcast_ref::<ConfigError>() {
+        Some(ConfigError::Read { .. }) | None => e,
+        Some(_) => Usage(e).into(),
+    })?;
     if !config.enabled {
         let why = config.disabled_by.as_deref().unwrap_or("the configuration");
         log::info!("disabled by {why}: nothing to do");

@@ -662,6 +662,13 @@ fn configuration_errors_name_file_line_and_key() {
     let (out, _) = m.run(&[]);
     assert_fails_with(&out, 2, "config.toml:6");
     assert!(stderr(&out).contains("resource"), "{}", stderr(&out));
+    // A configuration that cannot be read is local I/O: exit 1, naming it.
+    std::fs::remove_file(m.path("etc/cvm-attest/config.toml")).unwrap();
+    std::fs::create_dir(m.path("etc/cvm-attest/config.toml")).unwrap();
+    let (out, _) = m.run(&[]);
+    assert_fails_with(&out, 1, "read ");
+    assert!(stderr(&out).contains("config.toml"), "{}", stderr(&out));
+    std::fs::remove_dir(m.path("etc/cvm-attest/config.toml")).unwrap();
     // Disabled on the kernel command line: nothing to do, success.
     std::fs::create_dir_all(m.path("proc")).unwrap();
     std::fs::write(m.path("proc/cmdline"), "quiet cvm_attest=0\n").unwrap();

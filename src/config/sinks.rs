@@ -67,7 +67,8 @@ pub(super) fn file_sink(
     };
     let at = src.at(path.span(), format!("{key}.path"));
     let path_buf = PathBuf::from(path.get_ref());
-    if path.get_ref().is_empty() || path.get_ref().ends_with('/') {
+    let last = path.get_ref().rsplit('/').next().unwrap_or_default();
+    if last.is_empty() || last == "." || last == ".." {
         return Err(at.error(format!(
             "'{}' names no file; give a file name, e.g. \"luks/root.key\"",
             path.get_ref()
