@@ -299,6 +299,23 @@ impl Transport {
         }
     }
 
+    /// Waits the backoff before trying again something the KBS refused for
+    /// now (`attempt` counts from 0), telling the observer; false, without
+    /// waiting, when the deadline leaves no time for it.
+    pub async fn pause(&self, attempt: u32, cause: &str) -> bool {
+        let wait = self.backoff.delay(attempt);
+        if wait >= self.deadline.saturating_duration_since(Instant::now()) {
+            return false;
+        }
+        let message = format!("{cause}; trying again in {} ms", wait.as_millis());
+        log::warn!("{message}");
+        if let Some(observe) = &self.observer {
+            observe(&message, wait);
+        }
+        tokio::time::sleep(wait).await;
+        true
+    }
+
     async fn attempt(
         &self,
         what: &'static str,

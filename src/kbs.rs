@@ -31,8 +31,9 @@ use crate::teekey::TeeKey;
 pub const PROTOCOL_VERSION: &str = "0.4.0";
 /// Fresh sessions made when the KBS says ours is gone.
 const MAX_REHANDSHAKES: u32 = 2;
-/// Whole handshakes tried when the KBS rejects an attestation.
-const ATTEST_TRIES: u32 = 2;
+/// Whole handshakes tried, with backoff between them, when the KBS rejects an
+/// attestation or fails for now (kbs-protocol.md §6; guest-components: 5).
+const ATTEST_TRIES: u32 = 5;
 
 /// One fetched secret.
 pub struct Fetched {
@@ -177,10 +178,21 @@ impl<'a> Client<'a> {
                 }
                 break;
             }
-            log::warn!(
-                "{} resource(s) need a fresh session ({gone:#}): attesting again",
+            let transient = gone
+                .downcast_ref::<KbsError>()
+                .is_some_and(KbsError::retry_later);
+            let what = format!(
+                "{} resource(s) need a fresh session ({gone:#})",
                 again.len()
             );
+            if transient {
+                // The KBS failed for now: back off before asking again.
+                if !self.transport.pause(round, &what).await {
+                    return Err(gone);
+                }
+            } else {
+                log::warn!("{what}: attesting again");
+            }
             session = self.attested_session().await?;
             pending = again;
         }
@@ -196,8 +208,9 @@ impl<'a> Client<'a> {
         Ok(results)
     }
 
-    /// Runs auth + attest, again when the KBS rejects the attestation (a
-    /// session that expired between the two looks the same).
+    /// Runs auth + attest, again after a backoff when the KBS rejects the
+    /// attestation or fails for now (a session that expired between the two
+    /// looks the same), up to `ATTEST_TRIES` handshakes within the deadline.
     async fn attested_session(&self) -> Result<Session> {
         let mut tries = 0;
         loop {
@@ -205,10 +218,12 @@ impl<'a> Client<'a> {
             match self.handshake().await {
                 Err(e)
                     if tries < ATTEST_TRIES
-                        && matches!(e.downcast_ref(), Some(KbsError::AttestRejected { .. })) =>
-                {
-                    log::warn!("{e:#}; trying a fresh handshake");
-                }
+                        && e.downcast_ref::<KbsError>()
+                            .is_some_and(KbsError::retry_later)
+                        && self
+                            .transport
+                            .pause(tries - 1, &format!("{e:#}; a fresh handshake"))
+                            .await => {}
                 other => return other,
             }
         }

@@ -78,7 +78,21 @@ pub enum KbsError {
 impl KbsError {
     /// True when a fresh handshake is the remedy (bounded by the caller).
     pub fn rehandshake(&self) -> bool {
-        matches!(self, KbsError::SessionGone | KbsError::TokenRejected)
+        matches!(self, KbsError::SessionGone | KbsError::TokenRejected) || self.retry_later()
+    }
+
+    /// True for the KBS's own transient failures, which kbs-protocol.md §6
+    /// says to retry with backoff before giving up: a rejected attestation
+    /// (the cause may be a VCEK or PCS fetch on the KBS side) and
+    /// `SerdeError`/`PolicyEngineError`.
+    pub fn retry_later(&self) -> bool {
+        match self {
+            KbsError::AttestRejected { .. } => true,
+            KbsError::ServerFault { kind, .. } => {
+                kind == "SerdeError" || kind == "PolicyEngineError"
+            }
+            _ => false,
+        }
     }
 }
 

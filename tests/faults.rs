@@ -32,19 +32,62 @@ fn version_mismatch_fails_at_once() {
     assert_eq!(w.kbs.stats().auth, 1, "no retry of a version mismatch");
 }
 
+/// A rejected attestation is retried with fresh handshakes after a backoff,
+/// five in all (kbs-protocol.md §6: the cause may be transient on the KBS
+/// side), then it is final.
 #[test]
 fn nonce_mismatch_is_an_attestation_rejection() {
     let w = World::new("nonce", 1, |_| {});
     w.kbs
-        .push_fault(fault(Endpoint::Auth, 5, FaultKind::NonceMismatch));
+        .push_fault(fault(Endpoint::Auth, 100, FaultKind::NonceMismatch));
     let out = w.get(&["default/key/k0"]);
     assert_fails_with(&out, 3, "the KBS rejected the sample evidence");
+    assert_eq!(stderr(&out).matches("trying again in").count(), 4);
     let s = w.kbs.stats();
     assert_eq!(
         (s.auth, s.attest, s.resource),
-        (2, 2, 0),
-        "one fresh handshake, then give up"
+        (5, 5, 0),
+        "five handshakes, then give up"
     );
+}
+
+#[test]
+fn a_rejected_attestation_can_succeed_on_a_later_handshake() {
+    let w = World::new("nonce-later", 1, |_| {});
+    w.kbs
+        .push_fault(fault(Endpoint::Auth, 2, FaultKind::NonceMismatch));
+    let out = w.get(&["default/key/k0"]);
+    assert_exit(&out, 0);
+    assert_eq!(out.stdout, w.secret("default/key/k0"));
+    let s = w.kbs.stats();
+    assert_eq!((s.auth, s.attest, s.resource), (3, 3, 1));
+}
+
+/// `PolicyEngineError` is the KBS failing for now: retried with backoff.
+#[test]
+fn a_policy_engine_failure_on_a_resource_is_retried_in_a_fresh_session() {
+    let w = World::new("policy-engine", 1, |_| {});
+    w.kbs
+        .push_fault(fault(Endpoint::Resource, 1, FaultKind::PolicyEngineError));
+    let out = w.get(&["default/key/k0"]);
+    assert_exit(&out, 0);
+    assert_eq!(out.stdout, w.secret("default/key/k0"));
+    let log = stderr(&out);
+    assert!(log.contains("PolicyEngineError"), "{log}");
+    assert!(log.contains("trying again in"), "{log}");
+    let s = w.kbs.stats();
+    assert_eq!((s.auth, s.attest, s.resource), (2, 2, 2));
+}
+
+#[test]
+fn a_policy_engine_failure_that_persists_is_final() {
+    let w = World::new("policy-engine-final", 1, |_| {});
+    w.kbs
+        .push_fault(fault(Endpoint::Attest, 100, FaultKind::PolicyEngineError));
+    let out = w.get(&["default/key/k0"]);
+    assert_fails_with(&out, 4, "the KBS failed internally (PolicyEngineError");
+    let s = w.kbs.stats();
+    assert_eq!((s.auth, s.attest, s.resource), (5, 5, 0));
 }
 
 #[test]

@@ -39,6 +39,8 @@ pub enum FaultKind {
     Oversize(u64),
     /// `/auth` only: the session keeps one nonce, the challenge carries another.
     NonceMismatch,
+    /// Trustee's `PolicyEngineError` document (401), a transient server failure.
+    PolicyEngineError,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

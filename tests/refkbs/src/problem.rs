@@ -27,6 +27,8 @@ pub enum Problem {
     PluginNotFound(String),
     /// `InvalidRequestPath`; the payload is the request path.
     InvalidRequestPath(String),
+    /// `PolicyEngineError`: the KBS's policy engine failed (a fault knob).
+    PolicyEngine,
 }
 
 impl Problem {
@@ -53,6 +55,7 @@ impl Problem {
             Problem::Jwe => "JweError",
             Problem::PluginNotFound(_) => "PluginNotFound",
             Problem::InvalidRequestPath(_) => "InvalidRequestPath",
+            Problem::PolicyEngine => "PolicyEngineError",
         }
     }
 
@@ -67,6 +70,7 @@ impl Problem {
             Problem::Jwe => "JWE failed".to_string(),
             Problem::PluginNotFound(name) => format!("Plugin {name} not found"),
             Problem::InvalidRequestPath(path) => format!("Invalid request path {path}"),
+            Problem::PolicyEngine => "Policy Engine error".to_string(),
         }
     }
 

@@ -201,6 +201,7 @@ async fn faulted(
             ..Reply::json(Bytes::new())
         },
         Some(FaultKind::NonceMismatch) => route(state, method, path, headers, body, true).await,
+        Some(FaultKind::PolicyEngineError) => crate::problem::Problem::PolicyEngine.reply(),
     }
 }
 
