@@ -4,7 +4,7 @@
 //! and the reference KBS. Needs root (for the tmpfs and chown); without it
 //! each test prints `SKIPPED …` and returns (CI runs as root).
 
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
 use std::os::unix::net::UnixDatagram;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -210,6 +210,11 @@ fn five_secrets_reach_their_sinks() {
     let Some(systemd) = tee_emu::systemd1::FakeSystemd::start(m.dir.path(), &results) else {
         return;
     };
+    // As the unit makes it (RuntimeDirectoryMode=0700).
+    std::fs::DirBuilder::new()
+        .mode(0o700)
+        .create(m.path("run/cvm-attest"))
+        .unwrap();
     let (out, notes) = m.run_env(&[], &[("DBUS_SYSTEM_BUS_ADDRESS", systemd.address())]);
     assert_exit(&out, 0);
     assert!(out.stdout.is_empty(), "run prints nothing on stdout");
@@ -240,6 +245,23 @@ fn five_secrets_reach_their_sinks() {
     assert_eq!(mode(&file), 0o440);
     let meta = std::fs::metadata(&file).unwrap();
     assert_eq!((meta.uid(), meta.gid()), (0, 1), "owner root, group daemon");
+    // The group can reach and read it: the directories on the way are
+    // searchable by all (0711), not listable.
+    assert_eq!(
+        (
+            mode(&m.path("run/cvm-attest")),
+            mode(&m.path("run/cvm-attest/app"))
+        ),
+        (0o711, 0o711)
+    );
+    let read = std::process::Command::new("cat")
+        .arg(&file)
+        .uid(1)
+        .gid(1)
+        .output()
+        .unwrap();
+    assert!(read.status.success(), "{}", stderr(&read));
+    assert_eq!(read.stdout, w.secret("default/key/k0"));
     let cred = m.path("run/credstore/tls.key");
     assert_eq!(std::fs::read(&cred).unwrap(), w.secret("default/key/k1"));
     assert_eq!(
@@ -494,6 +516,32 @@ fn an_optional_secret_that_cannot_be_delivered_is_skipped() {
         w.secret("default/luks/root")
     );
     assert_eq!(notes.last().map(|n| n.trim_end()), Some("READY=1"));
+}
+
+/// When a directory on the way cannot be opened up for the secret's group
+/// (here a read-only tmpfs of mode 0700), the run fails saying which.
+#[test]
+fn a_directory_that_cannot_be_made_searchable_is_a_clear_error() {
+    let Some(m) = Machine::new("run-searchable", 1 << 20) else {
+        return;
+    };
+    let w = World::new("run-searchable", 1, |_| {});
+    m.write_config(&format!(
+        "[kbs]\nurl = \"{}\"\ninsecure-http = true\n[tee]\ntype = \"sample\"\n\
+         [[secret]]\nname = \"k\"\nresource = \"default/key/k0\"\n  [[secret.file]]\n  path = \"k.key\"\n  group = \"daemon\"\n",
+        w.kbs.url()
+    ));
+    let dir = m.path("run/cvm-attest");
+    let Some(_ro) = Tmpfs::mount_read_only(&dir, 0o700) else {
+        return;
+    };
+    let (out, _) = m.run(&[]);
+    assert_fails_with(&out, 1, "let the secret's owner search");
+    assert!(
+        stderr(&out).contains("Read-only file system"),
+        "{}",
+        stderr(&out)
+    );
 }
 
 /// A run killed between staging and finishing leaves a temporary file and a

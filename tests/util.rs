@@ -120,20 +120,29 @@ pub struct Tmpfs(PathBuf);
 impl Tmpfs {
     /// Mounts a tmpfs of `size` bytes on `dir`, or `None` when not root.
     pub fn mount(dir: &Path, size: usize) -> Option<Tmpfs> {
+        Tmpfs::mount_with(dir, &format!("size={size},mode=0755"), 0)
+    }
+
+    /// Mounts an empty read-only tmpfs whose root has `mode`.
+    pub fn mount_read_only(dir: &Path, mode: u32) -> Option<Tmpfs> {
+        Tmpfs::mount_with(dir, &format!("size=64k,mode={mode:04o}"), libc::MS_RDONLY)
+    }
+
+    fn mount_with(dir: &Path, opts: &str, flags: libc::c_ulong) -> Option<Tmpfs> {
         // SAFETY: geteuid has no preconditions.
         if unsafe { libc::geteuid() } != 0 {
             return None;
         }
         std::fs::create_dir_all(dir).unwrap();
         let target = std::ffi::CString::new(dir.as_os_str().as_encoded_bytes()).unwrap();
-        let opts = std::ffi::CString::new(format!("size={size},mode=0755")).unwrap();
+        let opts = std::ffi::CString::new(opts).unwrap();
         // SAFETY: all pointers are valid NUL-terminated strings for the call.
         let rc = unsafe {
             libc::mount(
                 c"tmpfs".as_ptr(),
                 target.as_ptr(),
                 c"tmpfs".as_ptr(),
-                0,
+                flags,
                 opts.as_ptr().cast(),
             )
         };

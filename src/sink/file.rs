@@ -77,6 +77,37 @@ fn unchanged(t: &Target<'_>) -> bool {
         && fs::read(&t.path).is_ok_and(|old| Zeroizing::new(old).as_slice() == t.data)
 }
 
+/// Gives `dir` and every directory above it search permission for all:
+/// `RuntimeDirectoryMode=0700` or an older run's mode would keep another
+/// owner out. A directory root does not own is someone else's to open: left
+/// alone, with a warning.
+fn searchable(dir: &Path) -> Result<()> {
+    for d in dir.ancestors().filter(|d| !d.as_os_str().is_empty()) {
+        let meta = fs::metadata(d).with_context(|| format!("stat {}", d.display()))?;
+        let mode = meta.mode() & 0o7777;
+        if mode & 0o001 != 0 {
+            continue;
+        }
+        if meta.uid() != 0 {
+            log::warn!(
+                "{} (mode {mode:04o}, owner {}) may keep the secret's owner out: not changed",
+                d.display(),
+                meta.uid()
+            );
+            break;
+        }
+        fs::set_permissions(d, Permissions::from_mode(mode | 0o111))
+            .with_context(|| format!("let the secret's owner search {}", d.display()))?;
+        log::info!(
+            "{}: mode {:04o} -> {:04o}, so that the secret's owner can reach it",
+            d.display(),
+            mode,
+            mode | 0o111
+        );
+    }
+    Ok(())
+}
+
 /// Removes what a killed run left beside `target`: its temporary file and
 /// its backup, a second copy of an earlier secret (`hidden` names them after
 /// the process; one whose process is gone is stale).
@@ -124,11 +155,23 @@ pub fn stage(t: &Target<'_>) -> Result<Staged> {
         Some(d) if !d.as_os_str().is_empty() => d,
         _ => Path::new("."),
     };
+    // A file given to another owner or group must be reachable by it: the
+    // directories on the way get search permission for all (o+x, never
+    // read: the names stay unlisted; the file's own mode guards it).
+    let shared = t.uid.is_some() || t.gid.is_some();
+    let dir_mode = if shared {
+        t.dir_mode | 0o111
+    } else {
+        t.dir_mode
+    };
     fs::DirBuilder::new()
         .recursive(true)
-        .mode(t.dir_mode)
+        .mode(dir_mode)
         .create(dir)
         .with_context(|| format!("create directory {}", dir.display()))?;
+    if shared {
+        searchable(dir)?;
+    }
     if !memory_backed(dir)? {
         if t.memory_only {
             bail!("refusing to write a secret to {}: it is not on tmpfs or ramfs (secrets never go to persistent storage)", dir.display());
