@@ -98,6 +98,7 @@ pub async fn run(args: RunArgs) -> Result<()> {
             Ok(d) => {
                 delivered.changed += d.changed;
                 delivered.unchanged += d.unchanged;
+                delivered.changed_items.extend(d.changed_items);
                 items.push(item);
             }
             Err(e) => log::warn!(
@@ -107,8 +108,14 @@ pub async fn run(args: RunArgs) -> Result<()> {
             ),
         }
     }
-    let actions = unit_actions(items.iter().map(|(s, _)| *s));
-    if delivered.changed > 0 && !actions.is_empty() {
+    // Only the units of secrets that changed: a re-run that changes nothing
+    // restarts nothing.
+    let changed = items
+        .iter()
+        .zip(&delivered.changed_items)
+        .filter(|(_, &changed)| changed);
+    let actions = unit_actions(changed.map(|((s, _), _)| *s));
+    if !actions.is_empty() {
         if initrd {
             // The units named are the real root's: none runs yet, and each
             // reads what was delivered when it starts (/run survives).

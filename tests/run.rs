@@ -324,6 +324,22 @@ fn five_secrets_reach_their_sinks() {
         stderr(&out)
     );
     assert_eq!(std::fs::metadata(&file).unwrap().ino(), inode);
+    // The logon key is always replaced (it cannot be read back to compare),
+    // but no unit's secret changed: no unit was acted on again.
+    assert_eq!(systemd.calls().len(), 2, "{:?}", systemd.calls());
+
+    // A third run after the KBS's tls.key changed restarts only its unit.
+    std::fs::write(w.dir.path().join("resources/default/key/k1"), b"a new key").unwrap();
+    let (out, _) = m.run_env(&[], &[("DBUS_SYSTEM_BUS_ADDRESS", systemd.address())]);
+    assert_exit(&out, 0);
+    assert_eq!(std::fs::read(&cred).unwrap(), b"a new key");
+    let calls: Vec<(&str, String)> = systemd
+        .calls()
+        .into_iter()
+        .map(|c| (c.method, c.unit))
+        .collect();
+    assert_eq!(calls.len(), 3, "{calls:?}");
+    assert_eq!(calls[2], ("RestartUnit", "nginx.service".to_owned()));
     // Remove the test's keyring (and its keys) from @u.
     let _ = named.invalidate();
 }

@@ -33,6 +33,8 @@ pub struct KeyTarget<'a> {
 }
 
 struct Entry {
+    /// Which of the delivery's items (secrets) the key is for.
+    item: usize,
     ring: Keyring,
     new: Key,
     old: Option<Key>,
@@ -107,8 +109,9 @@ impl Staging {
         })
     }
 
-    /// Adds the new key to the staging keyring and keeps the one it replaces.
-    pub fn stage(&mut self, t: &KeyTarget<'_>) -> Result<()> {
+    /// Adds the new key of secret `item` to the staging keyring and keeps the
+    /// one it replaces.
+    pub fn stage(&mut self, t: &KeyTarget<'_>, item: usize) -> Result<()> {
         let label = format!(
             "{} key '{}' in keyring '{}'",
             kind_name(t.kind),
@@ -168,6 +171,7 @@ impl Staging {
             }
         }
         self.entries.push(Entry {
+            item,
             ring,
             new,
             old,
@@ -231,6 +235,11 @@ impl Staging {
     /// Keys placed, and keys that were already in place.
     pub fn counts(&self) -> (usize, usize) {
         (self.entries.len(), self.unchanged)
+    }
+
+    /// The items (secrets) whose keys were (re)placed.
+    pub fn changed_items(&self) -> impl Iterator<Item = usize> + '_ {
+        self.entries.iter().map(|e| e.item)
     }
 }
 

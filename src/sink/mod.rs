@@ -84,6 +84,8 @@ pub struct Delivered {
     pub changed: usize,
     /// Files that already held the same secret.
     pub unchanged: usize,
+    /// Per item (secret), in order: whether any of its destinations changed.
+    pub changed_items: Vec<bool>,
 }
 
 impl Layout {
@@ -145,10 +147,10 @@ pub fn deliver(layout: &Layout, items: &[(&Secret, &[u8])]) -> anyhow::Result<De
     use anyhow::Context;
     let mut files = Vec::new();
     let mut keys: Option<keyring::Staging> = None;
-    for (secret, data) in items {
+    for (item, (secret, data)) in items.iter().enumerate() {
         for sink in &secret.sinks {
             let staged = match (layout.file_target(sink, data), sink) {
-                (Some(target), _) => file::stage(&target).map(|s| files.push(s)),
+                (Some(target), _) => file::stage(&target).map(|s| files.push((item, s))),
                 (
                     None,
                     Sink::Keyring {
@@ -163,21 +165,24 @@ pub fn deliver(layout: &Layout, items: &[(&Secret, &[u8])]) -> anyhow::Result<De
                         Some(k) => k,
                         None => keys.insert(keyring::Staging::new()?),
                     };
-                    staging.stage(&keyring::KeyTarget {
-                        kind: *kind,
-                        description,
-                        keyring,
-                        perm: *perm,
-                        timeout: *timeout,
-                        data,
-                    })
+                    staging.stage(
+                        &keyring::KeyTarget {
+                            kind: *kind,
+                            description,
+                            keyring,
+                            perm: *perm,
+                            timeout: *timeout,
+                            data,
+                        },
+                        item,
+                    )
                 }
                 (None, _) => Ok(()),
             };
             staged.with_context(|| format!("deliver secret '{}'", secret.name))?;
         }
     }
-    let mut outcome = files.iter_mut().try_for_each(file::Staged::commit);
+    let mut outcome = files.iter_mut().try_for_each(|(_, f)| f.commit());
     if outcome.is_ok() {
         if let Some(k) = keys.as_mut() {
             outcome = k.commit();
@@ -187,14 +192,18 @@ pub fn deliver(layout: &Layout, items: &[(&Secret, &[u8])]) -> anyhow::Result<De
         if let Some(k) = keys.as_mut() {
             k.undo();
         }
-        files.iter_mut().rev().for_each(file::Staged::undo);
+        files.iter_mut().rev().for_each(|(_, f)| f.undo());
         return Err(e.context("nothing was delivered: every destination is as it was"));
     }
-    let mut delivered = Delivered::default();
-    for f in files {
+    let mut delivered = Delivered {
+        changed_items: vec![false; items.len()],
+        ..Delivered::default()
+    };
+    for (item, f) in files {
         if f.changes() {
             log::info!("wrote {}", f.target().display());
             delivered.changed += 1;
+            delivered.changed_items[item] = true;
         } else {
             delivered.unchanged += 1;
         }
@@ -204,6 +213,9 @@ pub fn deliver(layout: &Layout, items: &[(&Secret, &[u8])]) -> anyhow::Result<De
         let (changed, unchanged) = k.counts();
         delivered.changed += changed;
         delivered.unchanged += unchanged;
+        for item in k.changed_items() {
+            delivered.changed_items[item] = true;
+        }
         k.finish();
     }
     Ok(delivered)
