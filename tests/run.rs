@@ -124,6 +124,17 @@ resource = "default/key/k3"
     }
 
     fn run_env(&self, extra: &[&str], env: &[(&str, &str)]) -> (Output, Vec<String>) {
+        self.run_with(extra, env, false)
+    }
+
+    /// `private`: in a new anonymous session keyring, as under systemd's
+    /// `KeyringMode=private`: nothing under root's user keyring is possessed.
+    fn run_with(
+        &self,
+        extra: &[&str],
+        env: &[(&str, &str)],
+        private: bool,
+    ) -> (Output, Vec<String>) {
         let notify = Notify::bind(&self.path("notify.sock"));
         let mut args = vec!["run"];
         args.extend_from_slice(extra);
@@ -133,6 +144,20 @@ resource = "default/key/k3"
             .env("DBUS_SYSTEM_BUS_ADDRESS", "unix:path=/nonexistent/bus");
         for (k, v) in env {
             cmd.env(k, v);
+        }
+        if private {
+            // SAFETY: keyctl(2) is async-signal-safe and touches no memory of
+            // the parent; the pointer argument is NULL (an anonymous keyring).
+            unsafe {
+                cmd.pre_exec(|| {
+                    let null: *const libc::c_char = std::ptr::null();
+                    if libc::syscall(libc::SYS_keyctl, libc::KEYCTL_JOIN_SESSION_KEYRING, null) < 0
+                    {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
         }
         let out = cmd.output().unwrap();
         (out, notify.finish())
@@ -558,6 +583,75 @@ fn a_directory_that_cannot_be_made_searchable_is_a_clear_error() {
         "{}",
         stderr(&out)
     );
+}
+
+/// Under `KeyringMode=private` (a session keyring without `@u`), a later run
+/// still possesses the keys an earlier run left in the named keyring: it
+/// reads a user key back to find it unchanged (and could keep the old key to
+/// undo a failed delivery), though its permissions give root's user only
+/// "view".
+#[test]
+fn a_later_run_in_a_private_session_possesses_the_keys() {
+    let Some(m) = Machine::new("run-private", 1 << 20) else {
+        return;
+    };
+    let w = World::new("run-private", 1, |_| {});
+    m.write_config(&format!(
+        "[kbs]\nurl = \"{}\"\ninsecure-http = true\n[tee]\ntype = \"sample\"\n[delivery]\nkeyring = \"{}\"\n\
+         [[secret]]\nname = \"k\"\nresource = \"default/key/k0\"\n  [[secret.keyring]]\n  type = \"user\"\n  description = \"cvm-test:private-{}\"\n",
+        w.kbs.url(),
+        m.keyring,
+        m.tag
+    ));
+    let (out, _) = m.run_with(&[], &[], true);
+    assert_exit(&out, 0);
+    assert!(
+        stderr(&out).contains("1 destination(s) written, 0 unchanged"),
+        "{}",
+        stderr(&out)
+    );
+    let (out, _) = m.run_with(&[], &[], true);
+    assert_exit(&out, 0);
+    assert!(
+        stderr(&out).contains("0 destination(s) written, 1 unchanged"),
+        "{}",
+        stderr(&out)
+    );
+    let ring = keyutils::Keyring::attach(keyutils::SpecialKeyring::User)
+        .unwrap()
+        .read()
+        .unwrap()
+        .1
+        .into_iter()
+        .find(|r| r.description().unwrap().description == m.keyring);
+    if let Some(ring) = ring {
+        let _ = ring.invalidate();
+    }
+}
+
+/// A named keyring that root's user may not link (made by someone else, with
+/// other permissions) cannot be possessed: a clear error naming it.
+#[test]
+fn a_named_keyring_without_link_permission_is_a_clear_error() {
+    let Some(m) = Machine::new("run-nolink", 1 << 20) else {
+        return;
+    };
+    let w = World::new("run-nolink", 1, |_| {});
+    m.write_config(&format!(
+        "[kbs]\nurl = \"{}\"\ninsecure-http = true\n[tee]\ntype = \"sample\"\n[delivery]\nkeyring = \"{}\"\n\
+         [[secret]]\nname = \"k\"\nresource = \"default/key/k0\"\n  [[secret.keyring]]\n  type = \"user\"\n  description = \"cvm-test:nolink-{}\"\n",
+        w.kbs.url(),
+        m.keyring,
+        m.tag
+    ));
+    let mut user = keyutils::Keyring::attach_or_create(keyutils::SpecialKeyring::User).unwrap();
+    let mut ring = user.add_keyring(m.keyring.as_str()).unwrap();
+    // Possessor: all; root's user: view and search, no link.
+    ring.set_permissions(keyutils::Permission::from_bits_truncate(0x3f09_0000))
+        .unwrap();
+    let (out, _) = m.run_with(&[], &[], true);
+    assert_fails_with(&out, 1, &format!("possess keyring '{}'", m.keyring));
+    let _ = ring.invalidate();
 }
 
 /// A run killed between staging and finishing leaves a temporary file and a

@@ -61,23 +61,30 @@ fn errno_text(e: keyutils::Error) -> String {
     }
 }
 
-/// The keyring `name` directly under `@u`, created if missing.
+/// The keyring `name` directly under `@u`, created if missing, and linked
+/// into the process keyring: under systemd's `KeyringMode=private` nothing
+/// in `@u` is possessed by the service, and only possession gives the
+/// possessor rights the keys' default permissions grant (a later run reads a
+/// user key back to compare, and keeps a displaced key to undo with). The
+/// process keyring, and the link, go when the process does.
 fn named_keyring(name: &str) -> Result<Keyring> {
     let mut user = Keyring::attach_or_create(SpecialKeyring::User)
         .map_err(|e| anyhow!("attach root's user keyring: {}", errno_text(e)))?;
+    let mut process = Keyring::attach_or_create(SpecialKeyring::Process)
+        .map_err(|e| anyhow!("attach the process keyring: {}", errno_text(e)))?;
     let (_, rings) = user
         .read()
         .map_err(|e| anyhow!("list the user keyring: {}", errno_text(e)))?;
     for ring in rings {
         if ring.description().is_ok_and(|d| d.description == name) {
+            process
+                .link_keyring(&ring)
+                .map_err(|e| anyhow!("possess keyring '{name}': {}", errno_text(e)))?;
             return Ok(ring);
         }
     }
     // Created in the process keyring, where we possess it, so that its
-    // permissions can be set; then linked under @u. (Under systemd's
-    // KeyringMode=private nothing in @u is possessed by the service.)
-    let mut process = Keyring::attach_or_create(SpecialKeyring::Process)
-        .map_err(|e| anyhow!("attach the process keyring: {}", errno_text(e)))?;
+    // permissions can be set; then linked under @u.
     let mut ring = process
         .add_keyring(name)
         .map_err(|e| anyhow!("create keyring '{name}': {}", errno_text(e)))?;
@@ -85,9 +92,6 @@ fn named_keyring(name: &str) -> Result<Keyring> {
         .map_err(|e| anyhow!("set the permissions of keyring '{name}': {}", errno_text(e)))?;
     user.link_keyring(&ring)
         .map_err(|e| anyhow!("link keyring '{name}' under @u: {}", errno_text(e)))?;
-    if let Err(e) = process.unlink_keyring(&ring) {
-        log::debug!("unlink keyring '{name}' from the process keyring: {e}");
-    }
     Ok(ring)
 }
 
