@@ -18,7 +18,7 @@ use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::CertificateDer;
 use serde::{Deserialize, Serialize};
 
-use crate::http::{Reply, Transport};
+use crate::http::{Reply, Transport, TransportError};
 use crate::problem::describe_body;
 
 pub const DEFAULT_URL: &str = "http://169.254.169.254";
@@ -41,6 +41,13 @@ struct TdQuoteRequest {
 #[derive(Deserialize)]
 struct TdQuoteReply {
     quote: String,
+}
+
+/// IMDS is not the KBS: when it cannot be reached, evidence collection
+/// failed (exit 1), and `run` must not take it for a KBS to give up on. The
+/// message is kept, the type is not.
+fn evidence_error(e: TransportError) -> anyhow::Error {
+    anyhow!("{e}")
 }
 
 impl Imds {
@@ -75,7 +82,8 @@ impl Imds {
                 None,
                 None,
             )
-            .await?;
+            .await
+            .map_err(evidence_error)?;
         let reply = self.check(reply, what)?;
         let thim: Thim = serde_json::from_slice(&reply.body).map_err(|_| {
             anyhow!(
@@ -104,7 +112,8 @@ impl Imds {
                 Some(&body),
                 None,
             )
-            .await?;
+            .await
+            .map_err(evidence_error)?;
         let reply = self.check(reply, what)?;
         let parsed: TdQuoteReply = serde_json::from_slice(&reply.body).map_err(|_| {
             anyhow!(
