@@ -9,7 +9,7 @@
 //! tool run is followed by `tpm2_flushcontext -t` and `-s`; NV indices of at
 //! most 2048 bytes. Dropping the handle kills the process.
 
-use std::net::{Ipv4Addr, TcpListener, TcpStream};
+use std::net::{Ipv4Addr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -50,20 +50,38 @@ fn free_port_pair() -> Result<u16> {
     bail!("found no two adjacent free loopback ports")
 }
 
-/// Waits until `port` accepts a connection, or `child` exits, or 5 s pass.
+/// Whether a socket listens on 127.0.0.1:`port` (/proc/net/tcp), seen
+/// without connecting: a connection to swtpm's command port would take its
+/// single client slot until swtpm notices it closed.
+fn listening(port: u16) -> bool {
+    let local = format!("0100007F:{port:04X}");
+    std::fs::read_to_string("/proc/net/tcp").is_ok_and(|table| {
+        table.lines().skip(1).any(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            fields.get(1) == Some(&local.as_str()) && fields.get(3) == Some(&"0A")
+        })
+    })
+}
+
+/// Waits until swtpm listens on both ports, or exits, or 5 s pass. It binds
+/// the control port first, then the command port: waiting for the first
+/// alone let a test's first command find nothing listening (EIO in CI).
 fn wait_listening(child: &mut Child, port: u16) -> Result<bool> {
     let deadline = Instant::now() + Duration::from_secs(5);
     while Instant::now() < deadline {
         if child.try_wait().context("poll swtpm")?.is_some() {
             return Ok(false);
         }
-        if TcpStream::connect((Ipv4Addr::LOCALHOST, port)).is_ok() {
+        if listening(port + 1) && listening(port) {
             // Someone listens; make sure it is our process, not a port thief.
             return Ok(child.try_wait().context("poll swtpm")?.is_none());
         }
         std::thread::sleep(Duration::from_millis(10));
     }
-    bail!("swtpm did not listen on 127.0.0.1:{port} within 5 s")
+    bail!(
+        "swtpm did not listen on 127.0.0.1:{port} and :{} within 5 s",
+        port + 1
+    )
 }
 
 impl Swtpm {
@@ -88,9 +106,7 @@ impl Swtpm {
                 .stderr(log)
                 .spawn()
                 .context("run swtpm")?;
-            // Probe the control port: a probe of the command port would take
-            // swtpm's single client slot until it is noticed closed.
-            if wait_listening(&mut child, port + 1)? {
+            if wait_listening(&mut child, port)? {
                 return Ok(Swtpm {
                     child,
                     port,
