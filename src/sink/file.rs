@@ -169,9 +169,6 @@ pub fn stage(t: &Target<'_>) -> Result<Staged> {
         .mode(dir_mode)
         .create(dir)
         .with_context(|| format!("create directory {}", dir.display()))?;
-    if shared {
-        searchable(dir)?;
-    }
     if !memory_backed(dir)? {
         if t.memory_only {
             bail!("refusing to write a secret to {}: it is not on tmpfs or ramfs (secrets never go to persistent storage)", dir.display());
@@ -180,6 +177,9 @@ pub fn stage(t: &Target<'_>) -> Result<Staged> {
             "{} is not on tmpfs or ramfs: the secret may reach persistent storage",
             dir.display()
         );
+    }
+    if shared {
+        searchable(dir)?;
     }
     remove_stale(&t.path);
     if unchanged(t) {
