@@ -253,12 +253,12 @@ fn five_secrets_reach_their_sinks() {
         calls,
         [
             (
-                "ReloadUnit",
+                "ReloadOrTryRestartUnit",
                 "sshd.service".to_owned(),
                 "replace".to_owned()
             ),
             (
-                "RestartUnit",
+                "TryRestartUnit",
                 "nginx.service".to_owned(),
                 "replace".to_owned()
             ),
@@ -364,7 +364,7 @@ fn five_secrets_reach_their_sinks() {
         .map(|c| (c.method, c.unit))
         .collect();
     assert_eq!(calls.len(), 3, "{calls:?}");
-    assert_eq!(calls[2], ("RestartUnit", "nginx.service".to_owned()));
+    assert_eq!(calls[2], ("TryRestartUnit", "nginx.service".to_owned()));
     // Remove the test's keyring (and its keys) from @u.
     let _ = named.invalidate();
 }

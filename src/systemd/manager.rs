@@ -142,10 +142,15 @@ async fn queue(
     connection: &zbus::Connection,
     action: &UnitAction,
 ) -> zbus::Result<OwnedObjectPath> {
+    // The "try" forms act only on a unit that runs. One that does not reads
+    // the new secret when it starts; and at boot a consumer ordered
+    // After=cvm-attest.service has a start job waiting for this very run:
+    // a plain restart or reload would merge into that job and wait for us
+    // until the deadline. systemd has no try-reload: a reload is
+    // ReloadOrTryRestartUnit (`systemctl try-reload-or-restart`).
     let method = match action.action {
-        Action::Reload => "ReloadUnit",
-        Action::Restart => "RestartUnit",
-        Action::ReloadOrRestart => "ReloadOrRestartUnit",
+        Action::Restart => "TryRestartUnit",
+        Action::Reload | Action::ReloadOrRestart => "ReloadOrTryRestartUnit",
     };
     let reply = connection
         .call_method(

@@ -50,9 +50,9 @@ async fn unit_actions_reach_the_manager_and_wait_for_their_jobs() {
     assert_eq!(
         bus.calls(),
         [
-            call("ReloadUnit", "a.service"),
-            call("RestartUnit", "b.service"),
-            call("ReloadOrRestartUnit", "c.socket")
+            call("ReloadOrTryRestartUnit", "a.service"),
+            call("TryRestartUnit", "b.service"),
+            call("ReloadOrTryRestartUnit", "c.socket")
         ]
     );
 }

@@ -1,7 +1,8 @@
 // SPDX-License-Identifier: Apache-2.0
 //! A private `dbus-daemon` with a stand-in `org.freedesktop.systemd1`
 //! (`/org/freedesktop/systemd1`, interface `org.freedesktop.systemd1.Manager`):
-//! `ReloadUnit`, `RestartUnit` and `ReloadOrRestartUnit` record the call,
+//! `TryRestartUnit` and `ReloadOrTryRestartUnit` (the two the agent calls)
+//! record the call,
 //! return a job path and later emit `JobRemoved(id, job, unit, result)` with
 //! the result configured for the unit (after an unrelated job's signal, as on
 //! a busy system), or never when none is; `missing.service` does not exist.
@@ -78,31 +79,22 @@ impl Manager {
 
 #[zbus::interface(name = "org.freedesktop.systemd1.Manager")]
 impl Manager {
-    async fn reload_unit(
+    async fn try_restart_unit(
         &mut self,
         name: String,
         mode: String,
         #[zbus(signal_emitter)] emitter: SignalEmitter<'_>,
     ) -> zbus::fdo::Result<OwnedObjectPath> {
-        self.queue("ReloadUnit", name, mode, emitter)
+        self.queue("TryRestartUnit", name, mode, emitter)
     }
 
-    async fn restart_unit(
+    async fn reload_or_try_restart_unit(
         &mut self,
         name: String,
         mode: String,
         #[zbus(signal_emitter)] emitter: SignalEmitter<'_>,
     ) -> zbus::fdo::Result<OwnedObjectPath> {
-        self.queue("RestartUnit", name, mode, emitter)
-    }
-
-    async fn reload_or_restart_unit(
-        &mut self,
-        name: String,
-        mode: String,
-        #[zbus(signal_emitter)] emitter: SignalEmitter<'_>,
-    ) -> zbus::fdo::Result<OwnedObjectPath> {
-        self.queue("ReloadOrRestartUnit", name, mode, emitter)
+        self.queue("ReloadOrTryRestartUnit", name, mode, emitter)
     }
 
     #[zbus(signal)]
