@@ -113,11 +113,18 @@ fn vtpm(binding: &Binding, options: &TeeOptions, want: HclReportType) -> Result<
 
 /// Whether var-data's `user-data` (hex, zero-padded to 64 bytes) starts with `digest`.
 fn carries(hcl: &HclReport, digest: &[u8]) -> bool {
-    let Some(user_data) = hcl.user_data() else {
-        return false;
-    };
+    hcl.user_data()
+        .is_some_and(|user_data| starts_with_hex(user_data, digest))
+}
+
+/// Compared as bytes: `user-data` comes from the paravisor and may hold
+/// anything, where slicing a `str` at a byte offset would panic.
+fn starts_with_hex(user_data: &str, digest: &[u8]) -> bool {
     let expected = hex(digest);
-    user_data.len() >= expected.len() && user_data[..expected.len()].eq_ignore_ascii_case(&expected)
+    user_data
+        .as_bytes()
+        .get(..expected.len())
+        .is_some_and(|prefix| prefix.eq_ignore_ascii_case(expected.as_bytes()))
 }
 
 pub async fn snp(binding: &Binding, options: &TeeOptions) -> Result<AzSnpEvidence> {
@@ -144,4 +151,30 @@ pub async fn tdx(binding: &Binding, options: &TeeOptions) -> Result<AzTdxEvidenc
         hcl_report: URL_SAFE.encode(&v.hcl_bytes),
         td_quote: URL_SAFE.encode(td_quote),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::starts_with_hex;
+
+    #[test]
+    fn user_data_is_compared_as_bytes() {
+        let digest = [0xab_u8; 48];
+        let hex = "AB".repeat(48);
+        for (user_data, expected) in [
+            (format!("{hex}{}", "0".repeat(32)), true),
+            (hex.to_lowercase(), true),
+            (hex[..95].to_owned(), false),
+            ("00".repeat(64), false),
+            // Not hex at all, with a multi-byte character across byte 96:
+            // once a panic (a str sliced inside a character).
+            (format!("a{}", "é".repeat(60)), false),
+        ] {
+            assert_eq!(
+                starts_with_hex(&user_data, &digest),
+                expected,
+                "{user_data}"
+            );
+        }
+    }
 }
