@@ -15,6 +15,7 @@ use std::fs::{self, OpenOptions};
 use std::io::{ErrorKind, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
 
 use crate::root;
 
@@ -149,7 +150,34 @@ impl Drop for Entry {
 }
 
 /// Requests a report from `provider` for `inblob`, at `privlevel` (SEV).
+/// Pauses between attempts when the TEE is busy (configfs-tsm answers EBUSY
+/// while another request is in flight; the SNP ioctls retry the same way).
+pub const BUSY_WAITS: [Duration; 3] = [
+    Duration::from_millis(100),
+    Duration::from_millis(400),
+    Duration::from_secs(1),
+];
+
+/// One report through a private entry: retried with a fresh entry while the
+/// TEE is busy (`BUSY_WAITS`), and when another writer raced us (`TRIES`).
 pub fn request(
+    provider: &'static str,
+    inblob: &[u8; 64],
+    privlevel: Option<u32>,
+) -> Result<Blobs, TsmError> {
+    for wait in BUSY_WAITS {
+        match request_once(provider, inblob, privlevel) {
+            Err(e @ TsmError::Busy(_)) => {
+                log::warn!("{e}; retrying in {} ms", wait.as_millis());
+                std::thread::sleep(wait);
+            }
+            other => return other,
+        }
+    }
+    request_once(provider, inblob, privlevel)
+}
+
+fn request_once(
     provider: &'static str,
     inblob: &[u8; 64],
     privlevel: Option<u32>,

@@ -253,9 +253,31 @@ fn bad_inputs_fail_clearly() {
         .output()
         .unwrap();
     assert_fails_with(&out, 1, "another process wrote to the configfs-tsm report");
-    // No permission to create an entry.
+    // A busy TEE: retried with a fresh entry after a pause, then an error.
     tsm.knobs().update(|f| {
         f.race = 0;
+        f.busy = 2
+    });
+    let out = agent_cmd(&["evidence", "--tee", "snp", nonce[0], nonce[1]])
+        .env("CVM_ATTEST_ROOT", root.path())
+        .output()
+        .unwrap();
+    assert_exit(&out, 0);
+    assert_eq!(
+        stderr(&out).matches("the TEE is busy").count(),
+        2,
+        "{}",
+        stderr(&out)
+    );
+    tsm.knobs().update(|f| f.busy = 100);
+    let out = agent_cmd(&["evidence", "--tee", "snp", nonce[0], nonce[1]])
+        .env("CVM_ATTEST_ROOT", root.path())
+        .output()
+        .unwrap();
+    assert_fails_with(&out, 1, "the TEE is busy producing another report");
+    // No permission to create an entry.
+    tsm.knobs().update(|f| {
+        f.busy = 0;
         f.deny = true
     });
     let out = agent_cmd(&["evidence", "--tee", "snp", nonce[0], nonce[1]])

@@ -9,8 +9,6 @@
 //! parsed with the `sev` crate, whose serde shape is the one the Trustee
 //! verifier re-encodes bit for bit before checking the signature.
 
-use std::time::Duration;
-
 use anyhow::{bail, Context, Result};
 use serde::Serialize;
 use sev::firmware::guest::AttestationReport;
@@ -18,16 +16,10 @@ use sev::firmware::host::{CertTableEntry, CertType};
 
 use crate::binding::Binding;
 use crate::sevguest::{SevGuest, SevGuestError};
-use crate::tsm::{self, TsmError};
+use crate::tsm::{self, TsmError, BUSY_WAITS};
 
 /// Trustee's verifier requires VMPL 0 (the HCL and paravisors run above it).
 const VMPL: u32 = 0;
-/// Pauses between attempts when the device is busy.
-const BUSY_WAITS: [Duration; 3] = [
-    Duration::from_millis(100),
-    Duration::from_millis(400),
-    Duration::from_secs(1),
-];
 
 #[derive(Serialize)]
 pub struct SnpEvidence {
