@@ -212,35 +212,31 @@ fn bad_inputs_fail_clearly() {
     if !can_run("bad_inputs_fail_clearly") {
         return;
     }
-    let nonce = ["--nonce", "n"];
+    let evidence = |root: &std::path::Path| {
+        agent_cmd(&["evidence", "--tee", "snp", "--nonce", "n"])
+            .env("CVM_ATTEST_ROOT", root)
+            .output()
+            .unwrap()
+    };
     // A truncated report from configfs-tsm.
     let root = TempDir::new("bad-trunc");
     let tsm = TsmEmulator::mount(root.path(), Provider::Sev).unwrap();
     tsm.knobs().update(|f| f.outblob_len = Some(1000));
-    let out = agent_cmd(&["evidence", "--tee", "snp", nonce[0], nonce[1]])
-        .env("CVM_ATTEST_ROOT", root.path())
-        .output()
-        .unwrap();
+    let out = evidence(root.path());
     assert_fails_with(&out, 1, "parse the 1000-byte SNP report from configfs-tsm");
     // The wrong provider for the named TEE.
     tsm.knobs().update(|f| {
         f.outblob_len = None;
         f.provider = Some(Provider::Tdx)
     });
-    let out = agent_cmd(&["evidence", "--tee", "snp", nonce[0], nonce[1]])
-        .env("CVM_ATTEST_ROOT", root.path())
-        .output()
-        .unwrap();
+    let out = evidence(root.path());
     assert_fails_with(&out, 1, "has provider 'tdx_guest', not 'sev_guest'");
     // A concurrent writer: once is retried, always is an error.
     tsm.knobs().update(|f| {
         f.provider = Some(Provider::Sev);
         f.race = 1
     });
-    let out = agent_cmd(&["evidence", "--tee", "snp", nonce[0], nonce[1]])
-        .env("CVM_ATTEST_ROOT", root.path())
-        .output()
-        .unwrap();
+    let out = evidence(root.path());
     assert_exit(&out, 0);
     assert!(
         stderr(&out).contains("changed under us"),
@@ -248,20 +244,14 @@ fn bad_inputs_fail_clearly() {
         stderr(&out)
     );
     tsm.knobs().update(|f| f.race = 10);
-    let out = agent_cmd(&["evidence", "--tee", "snp", nonce[0], nonce[1]])
-        .env("CVM_ATTEST_ROOT", root.path())
-        .output()
-        .unwrap();
+    let out = evidence(root.path());
     assert_fails_with(&out, 1, "another process wrote to the configfs-tsm report");
     // A busy TEE: retried with a fresh entry after a pause, then an error.
     tsm.knobs().update(|f| {
         f.race = 0;
         f.busy = 2
     });
-    let out = agent_cmd(&["evidence", "--tee", "snp", nonce[0], nonce[1]])
-        .env("CVM_ATTEST_ROOT", root.path())
-        .output()
-        .unwrap();
+    let out = evidence(root.path());
     assert_exit(&out, 0);
     assert_eq!(
         stderr(&out).matches("the TEE is busy").count(),
@@ -270,20 +260,14 @@ fn bad_inputs_fail_clearly() {
         stderr(&out)
     );
     tsm.knobs().update(|f| f.busy = 100);
-    let out = agent_cmd(&["evidence", "--tee", "snp", nonce[0], nonce[1]])
-        .env("CVM_ATTEST_ROOT", root.path())
-        .output()
-        .unwrap();
+    let out = evidence(root.path());
     assert_fails_with(&out, 1, "the TEE is busy producing another report");
     // No permission to create an entry.
     tsm.knobs().update(|f| {
         f.busy = 0;
         f.deny = true
     });
-    let out = agent_cmd(&["evidence", "--tee", "snp", nonce[0], nonce[1]])
-        .env("CVM_ATTEST_ROOT", root.path())
-        .output()
-        .unwrap();
+    let out = evidence(root.path());
     assert_fails_with(&out, 1, "permission denied creating a report");
     assert!(
         tsm.knobs().entries().is_empty(),
@@ -295,10 +279,7 @@ fn bad_inputs_fail_clearly() {
     let root = TempDir::new("bad-dev");
     let dev = SevGuestEmulator::mount(root.path()).unwrap();
     dev.knobs().update(|f| f.busy = 2);
-    let out = agent_cmd(&["evidence", "--tee", "snp", nonce[0], nonce[1]])
-        .env("CVM_ATTEST_ROOT", root.path())
-        .output()
-        .unwrap();
+    let out = evidence(root.path());
     assert_exit(&out, 0);
     assert_eq!(
         stderr(&out)
@@ -309,20 +290,14 @@ fn bad_inputs_fail_clearly() {
         stderr(&out)
     );
     dev.knobs().update(|f| f.busy = 100);
-    let out = agent_cmd(&["evidence", "--tee", "snp", nonce[0], nonce[1]])
-        .env("CVM_ATTEST_ROOT", root.path())
-        .output()
-        .unwrap();
+    let out = evidence(root.path());
     assert_fails_with(&out, 1, "is busy serving another request");
     dev.knobs().update(|f| {
         f.busy = 0;
         f.eio = 1;
         f.fw_error = tee_emu::SEV_RET_INVALID_PARAM
     });
-    let out = agent_cmd(&["evidence", "--tee", "snp", nonce[0], nonce[1]])
-        .env("CVM_ATTEST_ROOT", root.path())
-        .output()
-        .unwrap();
+    let out = evidence(root.path());
     assert_fails_with(
         &out,
         1,
@@ -332,10 +307,7 @@ fn bad_inputs_fail_clearly() {
         f.eio = 0;
         f.deny_open = true
     });
-    let out = agent_cmd(&["evidence", "--tee", "snp", nonce[0], nonce[1]])
-        .env("CVM_ATTEST_ROOT", root.path())
-        .output()
-        .unwrap();
+    let out = evidence(root.path());
     assert_fails_with(&out, 1, "permission denied opening");
     assert!(stderr(&out).contains("run as root"));
 }
