@@ -59,6 +59,13 @@ impl Machine {
         self.dir.path().join(rel)
     }
 
+    /// The sample TEE against `kbs` over http, then `rest` (the secrets).
+    fn write_sample_config(&self, kbs: &str, rest: &str) {
+        self.write_config(&format!(
+            "[kbs]\nurl = \"{kbs}\"\ninsecure-http = true\n[tee]\ntype = \"sample\"\n{rest}"
+        ));
+    }
+
     fn write_config(&self, text: &str) {
         std::fs::write(self.path("etc/cvm-attest/config.toml"), text).unwrap();
     }
@@ -502,12 +509,11 @@ fn a_full_tmpfs_leaves_no_partial_file() {
     let w = World::new("run-full", 1, |c| {
         std::fs::write(c.resources.join("default/key/k0"), vec![0x5a; 100 << 10]).unwrap();
     });
-    m.write_config(&format!(
-        "[kbs]\nurl = \"{}\"\ninsecure-http = true\n[tee]\ntype = \"sample\"\n\
-         [[secret]]\nname = \"small\"\nresource = \"default/luks/root\"\n  [[secret.credential]]\n\
+    m.write_sample_config(
+        &w.kbs.url(),
+        "[[secret]]\nname = \"small\"\nresource = \"default/luks/root\"\n  [[secret.credential]]\n\
          [[secret]]\nname = \"big\"\nresource = \"default/key/k0\"\n  [[secret.file]]\n  path = \"big.key\"\n",
-        w.kbs.url()
-    ));
+    );
     let (out, _) = m.run(&[]);
     assert_fails_with(&out, 1, "run/cvm-attest/big.key");
     assert!(
@@ -535,12 +541,11 @@ fn an_optional_secret_that_cannot_be_delivered_is_skipped() {
         return;
     };
     let w = World::new("run-optional", 1, |_| {});
-    m.write_config(&format!(
-        "[kbs]\nurl = \"{}\"\ninsecure-http = true\n[tee]\ntype = \"sample\"\n\
-         [[secret]]\nname = \"luks\"\nresource = \"default/luks/root\"\n  [[secret.cryptsetup]]\n  volume = \"root\"\n\
+    m.write_sample_config(
+        &w.kbs.url(),
+        "[[secret]]\nname = \"luks\"\nresource = \"default/luks/root\"\n  [[secret.cryptsetup]]\n  volume = \"root\"\n\
          [[secret]]\nname = \"extra\"\nresource = \"default/key/k0\"\nrequired = false\n  [[secret.file]]\n  path = \"blocker/extra.key\"\n",
-        w.kbs.url()
-    ));
+    );
     // A file where the optional secret's directory should be.
     std::fs::create_dir_all(m.path("run/cvm-attest")).unwrap();
     std::fs::write(m.path("run/cvm-attest/blocker"), b"").unwrap();
@@ -567,11 +572,10 @@ fn a_directory_that_cannot_be_made_searchable_is_a_clear_error() {
         return;
     };
     let w = World::new("run-searchable", 1, |_| {});
-    m.write_config(&format!(
-        "[kbs]\nurl = \"{}\"\ninsecure-http = true\n[tee]\ntype = \"sample\"\n\
-         [[secret]]\nname = \"k\"\nresource = \"default/key/k0\"\n  [[secret.file]]\n  path = \"k.key\"\n  group = \"daemon\"\n",
-        w.kbs.url()
-    ));
+    m.write_sample_config(
+        &w.kbs.url(),
+        "[[secret]]\nname = \"k\"\nresource = \"default/key/k0\"\n  [[secret.file]]\n  path = \"k.key\"\n  group = \"daemon\"\n",
+    );
     let dir = m.path("run/cvm-attest");
     let Some(_ro) = Tmpfs::mount_read_only(&dir, 0o700) else {
         return;
@@ -596,13 +600,15 @@ fn a_later_run_in_a_private_session_possesses_the_keys() {
         return;
     };
     let w = World::new("run-private", 1, |_| {});
-    m.write_config(&format!(
-        "[kbs]\nurl = \"{}\"\ninsecure-http = true\n[tee]\ntype = \"sample\"\n[delivery]\nkeyring = \"{}\"\n\
+    m.write_sample_config(
+        &w.kbs.url(),
+        &format!(
+            "[delivery]\nkeyring = \"{}\"\n\
          [[secret]]\nname = \"k\"\nresource = \"default/key/k0\"\n  [[secret.keyring]]\n  type = \"user\"\n  description = \"cvm-test:private-{}\"\n",
-        w.kbs.url(),
-        m.keyring,
-        m.tag
-    ));
+            m.keyring,
+            m.tag
+        ),
+    );
     let (out, _) = m.run_with(&[], &[], true);
     assert_exit(&out, 0);
     assert!(
@@ -637,13 +643,15 @@ fn a_named_keyring_without_link_permission_is_a_clear_error() {
         return;
     };
     let w = World::new("run-nolink", 1, |_| {});
-    m.write_config(&format!(
-        "[kbs]\nurl = \"{}\"\ninsecure-http = true\n[tee]\ntype = \"sample\"\n[delivery]\nkeyring = \"{}\"\n\
+    m.write_sample_config(
+        &w.kbs.url(),
+        &format!(
+            "[delivery]\nkeyring = \"{}\"\n\
          [[secret]]\nname = \"k\"\nresource = \"default/key/k0\"\n  [[secret.keyring]]\n  type = \"user\"\n  description = \"cvm-test:nolink-{}\"\n",
-        w.kbs.url(),
-        m.keyring,
-        m.tag
-    ));
+            m.keyring,
+            m.tag
+        ),
+    );
     let mut user = keyutils::Keyring::attach_or_create(keyutils::SpecialKeyring::User).unwrap();
     let mut ring = user.add_keyring(m.keyring.as_str()).unwrap();
     // Possessor: all; root's user: view and search, no link.
@@ -663,11 +671,10 @@ fn leftovers_of_a_killed_run_are_removed() {
         return;
     };
     let w = World::new("run-stale", 1, |_| {});
-    m.write_config(&format!(
-        "[kbs]\nurl = \"{}\"\ninsecure-http = true\n[tee]\ntype = \"sample\"\n\
-         [[secret]]\nname = \"k\"\nresource = \"default/key/k0\"\n  [[secret.credential]]\n",
-        w.kbs.url()
-    ));
+    m.write_sample_config(
+        &w.kbs.url(),
+        "[[secret]]\nname = \"k\"\nresource = \"default/key/k0\"\n  [[secret.credential]]\n",
+    );
     let store = m.path("run/credstore");
     std::fs::create_dir_all(&store).unwrap();
     // No process has a PID above the kernel's limit (at most 2^22).
@@ -846,11 +853,10 @@ fn an_exhausted_keyring_quota_is_a_clear_error() {
     let w = World::new("run-quota", 1, |c| {
         std::fs::write(c.resources.join("default/key/k0"), vec![0x42; 30_000]).unwrap();
     });
-    m.write_config(&format!(
-        "[kbs]\nurl = \"{}\"\ninsecure-http = true\n[tee]\ntype = \"sample\"\n\
-         [[secret]]\nname = \"big\"\nresource = \"default/key/k0\"\n  [[secret.keyring]]\n  type = \"user\"\n  description = \"cvm-test:quota\"\n",
-        w.kbs.url()
-    ));
+    m.write_sample_config(
+        &w.kbs.url(),
+        "[[secret]]\nname = \"big\"\nresource = \"default/key/k0\"\n  [[secret.keyring]]\n  type = \"user\"\n  description = \"cvm-test:quota\"\n",
+    );
     let out = agent_cmd(&["run"])
         .env("CVM_ATTEST_ROOT", m.dir.path())
         .uid(65534)
