@@ -21,6 +21,8 @@ use crate::root;
 
 /// Attempts when another writer races us.
 const TRIES: u32 = 3;
+/// Entry names of ours found taken before giving up.
+const NAMES_TAKEN: u32 = 64;
 
 #[derive(Debug, thiserror::Error)]
 pub enum TsmError {
@@ -77,24 +79,38 @@ pub struct Entry {
 }
 
 impl Entry {
-    /// Creates `cvm-attest-<pid>-<n>` under the report directory.
+    /// Creates `cvm-attest-<pid>-<n>` under the report directory. A name
+    /// that is taken belongs to a process of the same PID that was killed
+    /// before it removed its entry, or that lives in another PID namespace:
+    /// it is left alone, and the next number tried.
     pub fn create() -> Result<Entry, TsmError> {
         static N: AtomicU32 = AtomicU32::new(0);
         let base = root::path(root::TSM_REPORT);
         if !base.is_dir() {
             return Err(TsmError::Absent(base));
         }
-        let dir = base.join(format!(
-            "cvm-attest-{}-{}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::Relaxed)
-        ));
-        fs::create_dir(&dir).map_err(|e| match (e.kind(), e.raw_os_error()) {
-            (ErrorKind::PermissionDenied, _) => TsmError::Denied(base.clone()),
-            (_, Some(libc::ENXIO)) => TsmError::NoProvider(base.clone()),
-            _ => io("create report entry", &dir)(e),
-        })?;
-        Ok(Entry { dir })
+        let mut taken = 0;
+        loop {
+            let dir = base.join(format!(
+                "cvm-attest-{}-{}",
+                std::process::id(),
+                N.fetch_add(1, Ordering::Relaxed)
+            ));
+            match fs::create_dir(&dir) {
+                Ok(()) => return Ok(Entry { dir }),
+                Err(e) if e.kind() == ErrorKind::AlreadyExists && taken < NAMES_TAKEN => {
+                    log::debug!("{} exists: trying the next name", dir.display());
+                    taken += 1;
+                }
+                Err(e) => {
+                    return Err(match (e.kind(), e.raw_os_error()) {
+                        (ErrorKind::PermissionDenied, _) => TsmError::Denied(base),
+                        (_, Some(libc::ENXIO)) => TsmError::NoProvider(base),
+                        _ => io("create report entry", &dir)(e),
+                    })
+                }
+            }
+        }
     }
 
     pub fn path(&self) -> &Path {

@@ -262,11 +262,35 @@ fn bad_inputs_fail_clearly() {
     tsm.knobs().update(|f| f.busy = 100);
     let out = evidence(root.path());
     assert_fails_with(&out, 1, "the TEE is busy producing another report");
+    // An entry left by a killed run that had the same PID: the agent (the
+    // shell's PID, through exec) takes the next name and leaves it alone.
+    tsm.knobs().update(|f| f.busy = 0);
+    let report = root.path().join("sys/kernel/config/tsm/report");
+    let out = std::process::Command::new("sh")
+        .args([
+            "-c",
+            r#"mkdir "$1/cvm-attest-$$-0" && exec "$2" -v evidence --tee snp --nonce n"#,
+        ])
+        .arg("sh")
+        .arg(&report)
+        .arg(env!("CARGO_BIN_EXE_cvm-attest"))
+        .env("CVM_ATTEST_ROOT", root.path())
+        .output()
+        .unwrap();
+    assert_exit(&out, 0);
+    let left = tsm.knobs().entries();
+    assert!(
+        left.len() == 1 && left[0].starts_with("cvm-attest-") && left[0].ends_with("-0"),
+        "{left:?}"
+    );
+    assert!(
+        stderr(&out).contains(&format!("{} exists: trying the next name", left[0])),
+        "{}",
+        stderr(&out)
+    );
+    std::fs::remove_dir(report.join(&left[0])).unwrap();
     // No permission to create an entry.
-    tsm.knobs().update(|f| {
-        f.busy = 0;
-        f.deny = true
-    });
+    tsm.knobs().update(|f| f.deny = true);
     let out = evidence(root.path());
     assert_fails_with(&out, 1, "permission denied creating a report");
     assert!(
