@@ -130,6 +130,8 @@ fn a_luks_root_unlocks_at_boot_with_the_key_from_the_kbs() {
         // The configuration names a unit of the real root: not acted on here.
         "in the initramfs: 1 unit action(s) left to the real root".to_owned(),
         "Finished systemd-cryptsetup@cvmroot.service".to_owned(),
+        // The TEE drivers' instances ran first; on this hardware they skip.
+        "ConditionPathExists=/sys/devices/platform/sev-guest".to_owned(),
         format!("CVMTEST-RESULT marker={marker} root=[/dev/mapper/cvmroot / ext4"),
         "qemu exit status 0".to_owned(),
     ] {

@@ -178,6 +178,14 @@ fn make_install_lays_out_every_file_with_its_mode() {
         ("usr/libexec/cvm-attest-tpm", 0o755),
         ("usr/libexec/cvm-attest-units", 0o755),
         ("usr/lib/systemd/system/cvm-attest.service", 0o644),
+        (
+            "usr/lib/systemd/system/modprobe@sev_guest.service.d/cvm-attest.conf",
+            0o644,
+        ),
+        (
+            "usr/lib/systemd/system/modprobe@tdx_guest.service.d/cvm-attest.conf",
+            0o644,
+        ),
         ("usr/lib/dracut/modules.d/91cvm-attest", 0o755),
         (
             "usr/lib/dracut/modules.d/91cvm-attest/module-setup.sh",
@@ -216,6 +224,14 @@ fn make_install_lays_out_every_file_with_its_mode() {
         (
             "usr/lib/dracut/modules.d/91cvm-attest/cvm-attest-initrd.service",
             "systemd/cvm-attest-initrd.service",
+        ),
+        (
+            "usr/lib/systemd/system/modprobe@sev_guest.service.d/cvm-attest.conf",
+            "systemd/modprobe@sev_guest.service.d/cvm-attest.conf",
+        ),
+        (
+            "usr/lib/systemd/system/modprobe@tdx_guest.service.d/cvm-attest.conf",
+            "systemd/modprobe@tdx_guest.service.d/cvm-attest.conf",
         ),
         ("etc/cvm-attest/config.toml", "etc/config.toml"),
     ] {
@@ -476,6 +492,15 @@ fn the_dracut_module_puts_the_agent_into_an_initramfs() {
             "usr/lib/systemd/system/sys-kernel-config.mount",
             "-rw-r--r--",
         ),
+        ("usr/lib/systemd/system/modprobe@.service", "-rw-r--r--"),
+        (
+            "usr/lib/systemd/system/modprobe@sev_guest.service.d/cvm-attest.conf",
+            "-rw-r--r--",
+        ),
+        (
+            "usr/lib/systemd/system/modprobe@tdx_guest.service.d/cvm-attest.conf",
+            "-rw-r--r--",
+        ),
     ] {
         let found = files
             .get(path)
@@ -698,6 +723,14 @@ fn the_rpm_builds_lints_clean_and_holds_every_file() {
         ("/usr/libexec/cvm-attest-units", "-rwxr-xr-x root:root "),
         (
             "/usr/lib/systemd/system/cvm-attest.service",
+            "-rw-r--r-- root:root ",
+        ),
+        (
+            "/usr/lib/systemd/system/modprobe@sev_guest.service.d/cvm-attest.conf",
+            "-rw-r--r-- root:root ",
+        ),
+        (
+            "/usr/lib/systemd/system/modprobe@tdx_guest.service.d/cvm-attest.conf",
             "-rw-r--r-- root:root ",
         ),
         (man.as_str(), "-rw-r--r-- root:root d"),

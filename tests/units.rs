@@ -164,3 +164,41 @@ fn exec_start_lines_are_commands_the_binary_accepts() {
         );
     }
 }
+
+/// Both units load the TEE guest drivers before systemd resolves their
+/// DeviceAllow= and ReadWritePaths=, through modprobe@.service instances
+/// that our drop-ins skip on other hardware.
+#[test]
+fn the_tee_drivers_are_loaded_before_the_sandbox_is_set_up() {
+    let instances = ["modprobe@sev_guest.service", "modprobe@tdx_guest.service"];
+    for name in UNITS {
+        let text = unit_text(name);
+        for key in ["Wants=", "After="] {
+            let named: Vec<&str> = text
+                .lines()
+                .filter_map(|l| l.strip_prefix(key))
+                .flat_map(str::split_whitespace)
+                .collect();
+            for instance in instances {
+                assert!(named.contains(&instance), "{name}: no {key}{instance}");
+            }
+        }
+    }
+    for (instance, condition) in [
+        (
+            instances[0],
+            "ConditionPathExists=/sys/devices/platform/sev-guest",
+        ),
+        (
+            instances[1],
+            "ConditionPathExists=/sys/firmware/acpi/tables/CCEL",
+        ),
+    ] {
+        let text = unit_text(&format!("{instance}.d/cvm-attest.conf"));
+        let settings: Vec<&str> = text
+            .lines()
+            .filter(|l| !l.starts_with('#') && !l.is_empty())
+            .collect();
+        assert_eq!(settings, ["[Unit]", condition], "{instance}");
+    }
+}

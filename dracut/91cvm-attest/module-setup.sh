@@ -80,6 +80,11 @@ install() {
     # would reload to the real root, whose units have not started yet.
     inst_simple "$moddir/cvm-attest-initrd.service" \
         "$systemdsystemunitdir/cvm-attest-initrd.service"
+    # The unit starts after modprobe@sev_guest and modprobe@tdx_guest (the
+    # systemd module brings modprobe@.service); our drop-ins skip each on
+    # other hardware.
+    inst_multiple -o "$systemdsystemunitdir"/modprobe@sev_guest.service.d/cvm-attest.conf \
+        "$systemdsystemunitdir"/modprobe@tdx_guest.service.d/cvm-attest.conf
 
     # Configuration: no secrets in it (the initramfs on /boot is readable by
     # anyone with the disk), only where the KBS is and what to fetch.
