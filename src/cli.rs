@@ -62,16 +62,30 @@ DIR/<repo>/<type>/<tag> for each. Files are created with mode 0600, all or none.
 then the kernel command line (cvm_attest.*, and rd.cvm_attest.* in the initramfs), then these flags."
     )]
     Run(RunArgs),
+    /// Wipe the crypttab key files of configured volumes that are open now
+    #[command(
+        after_help = "systemd-cryptsetup reads /run/cryptsetup-keys.d/<volume>.key once, when it opens the\n\
+volume. The initramfs unit runs this when it stops, before switch-root; `run` does the same\n\
+for the volumes it finds open."
+    )]
+    Cleanup(ConfigArgs),
 }
 
+/// Where the configuration comes from (`run` and `cleanup`).
 #[derive(Args)]
-pub struct RunArgs {
+pub struct ConfigArgs {
     /// Configuration file (drop-ins are read from config.d beside it) [default: /etc/cvm-attest/config.toml]
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
     /// Run as the initramfs unit (rd.cvm_attest.* keys apply); implied by /etc/initrd-release
     #[arg(long)]
     pub initrd: bool,
+}
+
+#[derive(Args)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub source: ConfigArgs,
     /// KBS base URL, tried in the order given; replaces the configured list
     #[arg(long, value_name = "URL")]
     pub kbs: Vec<String>,

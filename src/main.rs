@@ -63,6 +63,7 @@ fn main() -> ExitCode {
             Command::Evidence(args) => commands::evidence(args).await,
             Command::Probe(args) => commands::probe(args),
             Command::Run(args) => run::run(args).await,
+            Command::Cleanup(args) => run::cleanup(&args),
             Command::Decode(args) => {
                 report::decode_file(&args.file, args.json, args.vcek.as_deref())
             }

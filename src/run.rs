@@ -1,5 +1,6 @@
 // SPDX-License-Identifier: Apache-2.0
-//! `cvm-attest run`, what the boot units start: configuration → platform →
+//! `cvm-attest run`, what the boot units start: configuration → key files
+//! of open volumes wiped, their sinks dropped → platform →
 //! one attested session (KBS URLs tried in order) → every secret fetched
 //! concurrently → delivered all-or-nothing → consumer units reloaded →
 //! systemd told. Progress goes to systemd as `STATUS=`, and every wait for a
@@ -10,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 
-use crate::cli::RunArgs;
+use crate::cli::{ConfigArgs, RunArgs};
 use crate::config::{self, Config, ConfigError, Overrides, Sources};
 use crate::evidence::{Platform, TeeOptions};
 use crate::exit::Usage;
@@ -28,16 +29,31 @@ const DROPINS: &str = "/etc/cvm-attest/config.d";
 pub async fn run(args: RunArgs) -> Result<()> {
     let started = Instant::now();
     let notify = Rc::new(Notifier::from_env());
-    let initrd = args.initrd || root::path("/etc/initrd-release").exists();
-    // A file that cannot be read is local I/O (exit 1); the rest is usage (2).
-    let config = load(&args, initrd).map_err(|e| match e.downcast_ref::<ConfigError>() {
-        Some(ConfigError::Read { .. }) | None => e,
-        Some(_) => Usage(e).into(),
-    })?;
+    let initrd = in_initrd(&args.source);
+    let overrides = Overrides {
+        kbs: args.kbs.clone(),
+        kbs_ca: args.kbs_ca.clone(),
+        insecure_http: args.insecure_http,
+        tee: args.tee,
+        timeout: args.timeout,
+    };
+    let mut config = load(&args.source, &overrides, initrd)?;
+    let layout = Layout::standard(&config.secrets_dir);
+    // A volume opened already (by the initramfs, or earlier in this boot)
+    // needs no key file, and one left for it goes.
+    let (open, _) = sink::volumes::forget_open(&layout, &config.secrets);
+    let configured = config.secrets.len();
+    config.secrets = sink::volumes::skip_open(std::mem::take(&mut config.secrets), &open);
     if !config.enabled {
         let why = config.disabled_by.as_deref().unwrap_or("the configuration");
         log::info!("disabled by {why}: nothing to do");
         notify.status(&format!("disabled by {why}"));
+        notify.ready();
+        return Ok(());
+    }
+    if configured > 0 && config.secrets.is_empty() {
+        log::info!("every secret is the key of a volume that is open: nothing to fetch");
+        notify.status("nothing to fetch: the volumes are open");
         notify.ready();
         return Ok(());
     }
@@ -86,7 +102,6 @@ pub async fn run(args: RunArgs) -> Result<()> {
         }
     }
     notify.status(&format!("delivering {} secret(s)", items.len()));
-    let layout = Layout::standard(&config.secrets_dir);
     // The required secrets together, all or nothing; then each optional one
     // on its own, skipped with a warning when it cannot be delivered.
     let (required_items, optional): (Vec<_>, Vec<_>) =
@@ -144,7 +159,32 @@ pub async fn run(args: RunArgs) -> Result<()> {
     Ok(())
 }
 
-fn load(args: &RunArgs, initrd: bool) -> Result<Config> {
+/// `cleanup`: wipe the key files of the configured volumes that are open.
+pub fn cleanup(args: &ConfigArgs) -> Result<()> {
+    let config = load(args, &Overrides::default(), in_initrd(args))?;
+    let layout = Layout::standard(&config.secrets_dir);
+    let (open, failed) = sink::volumes::forget_open(&layout, &config.secrets);
+    if failed > 0 {
+        bail!("{failed} key file(s) of open volumes could not be removed; see the warnings above");
+    }
+    log::debug!("open dm-crypt volumes: {open:?}");
+    Ok(())
+}
+
+fn in_initrd(args: &ConfigArgs) -> bool {
+    args.initrd || root::path("/etc/initrd-release").exists()
+}
+
+/// The configuration, every layer applied. A file that cannot be read is
+/// local I/O (exit 1); the rest is usage (2).
+fn load(args: &ConfigArgs, overrides: &Overrides, initrd: bool) -> Result<Config> {
+    load_layers(args, overrides, initrd).map_err(|e| match e.downcast_ref::<ConfigError>() {
+        Some(ConfigError::Read { .. }) | None => e,
+        Some(_) => Usage(e).into(),
+    })
+}
+
+fn load_layers(args: &ConfigArgs, overrides: &Overrides, initrd: bool) -> Result<Config> {
     let file = args.config.clone().unwrap_or_else(|| root::path(CONFIG));
     let dropins = match &args.config {
         Some(f) => f.with_file_name("config.d"),
@@ -157,14 +197,7 @@ fn load(args: &RunArgs, initrd: bool) -> Result<Config> {
         cmdline: &cmdline,
         initrd,
     };
-    let overrides = Overrides {
-        kbs: args.kbs.clone(),
-        kbs_ca: args.kbs_ca.clone(),
-        insecure_http: args.insecure_http,
-        tee: args.tee,
-        timeout: args.timeout,
-    };
-    Ok(config::load(&sources, &overrides)?)
+    Ok(config::load(&sources, overrides)?)
 }
 
 /// Each resource once, in configuration order.

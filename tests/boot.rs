@@ -8,8 +8,9 @@
 //! one forwarded port).
 //!
 //! - The key arrives, systemd-cryptsetup unlocks the root on its own
-//!   (`/run/cryptsetup-keys.d/cvmroot.key`), switch-root happens and the root
-//!   prints the marker it was built with. The unit the configuration names
+//!   (`/run/cryptsetup-keys.d/cvmroot.key`), the unit wipes the key file when
+//!   it stops, switch-root happens and the root prints the marker it was
+//!   built with and the key files /run still holds (none). The unit the configuration names
 //!   for a restart is the real root's: the initramfs run leaves it.
 //! - The KBS policy denies the key: the agent says so on the console, the
 //!   root stays locked, and the guest powers itself off (headless, no
@@ -130,9 +131,12 @@ fn a_luks_root_unlocks_at_boot_with_the_key_from_the_kbs() {
         // The configuration names a unit of the real root: not acted on here.
         "in the initramfs: 1 unit action(s) left to the real root".to_owned(),
         "Finished systemd-cryptsetup@cvmroot.service".to_owned(),
+        // Stopped before switch-root, the unit wiped the key the volume
+        // has read: the real root finds none (keys=[] below).
+        "volume 'cvmroot' is open: wiped and removed /run/cryptsetup-keys.d/cvmroot.key".to_owned(),
         // The TEE drivers' instances ran first; on this hardware they skip.
         "ConditionPathExists=/sys/devices/platform/sev-guest".to_owned(),
-        format!("CVMTEST-RESULT marker={marker} root=[/dev/mapper/cvmroot / ext4"),
+        format!("CVMTEST-RESULT marker={marker} keys=[] root=[/dev/mapper/cvmroot / ext4"),
         "qemu exit status 0".to_owned(),
     ] {
         assert!(log.contains(&line), "missing `{line}`:\n{log}");
@@ -181,7 +185,7 @@ fn a_tpm_quote_through_the_helper_unlocks_the_root_at_boot() {
         "no AK at 0x81010002: creating one under the endorsement key".to_owned(),
         "attest: the KBS accepted the tpm evidence".to_owned(),
         "Finished systemd-cryptsetup@cvmroot.service".to_owned(),
-        format!("CVMTEST-RESULT marker={marker} root=[/dev/mapper/cvmroot / ext4"),
+        format!("CVMTEST-RESULT marker={marker} keys=[] root=[/dev/mapper/cvmroot / ext4"),
         "qemu exit status 0".to_owned(),
     ] {
         assert!(log.contains(&line), "missing `{line}`:\n{log}");

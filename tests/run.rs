@@ -145,7 +145,7 @@ resource = "default/key/k3"
         let notify = Notify::bind(&self.path("notify.sock"));
         let mut args = vec!["run"];
         args.extend_from_slice(extra);
-        let mut cmd = agent_cmd(&args);
+        let mut cmd = unit_cmd(&args);
         cmd.env("CVM_ATTEST_ROOT", self.dir.path())
             .env("NOTIFY_SOCKET", notify.path())
             .env("DBUS_SYSTEM_BUS_ADDRESS", "unix:path=/nonexistent/bus");
@@ -169,6 +169,25 @@ resource = "default/key/k3"
         let out = cmd.output().unwrap();
         (out, notify.finish())
     }
+}
+
+/// The agent as the units start it: root, but without the capabilities
+/// that bypass file permissions (`CapabilityBoundingSet=` keeps none), so
+/// that a 0400 file is not writable to it, as on a real machine.
+fn unit_cmd(args: &[&str]) -> std::process::Command {
+    let plain = agent_cmd(args);
+    let mut cmd = std::process::Command::new("setpriv");
+    cmd.args(["--bounding-set", "-dac_override,-dac_read_search", "--"])
+        .arg(plain.get_program())
+        .args(plain.get_args());
+    for (k, v) in plain.get_envs() {
+        match v {
+            Some(v) => cmd.env(k, v),
+            None => cmd.env_remove(k),
+        };
+    }
+    cmd.stdin(std::process::Stdio::null());
+    cmd
 }
 
 /// A NOTIFY_SOCKET drained by a thread, like systemd reads it (the
@@ -871,6 +890,154 @@ fn an_exhausted_keyring_quota_is_a_clear_error() {
     assert!(
         stderr(&out).contains("nothing was delivered")
             || stderr(&out).contains("deliver secret 'big'"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+impl Machine {
+    /// An open dm-crypt volume as /sys/block shows it.
+    fn open_volume(&self, dev: &str, name: &str) {
+        let dm = self.path(&format!("sys/block/{dev}/dm"));
+        std::fs::create_dir_all(&dm).unwrap();
+        std::fs::write(dm.join("name"), format!("{name}\n")).unwrap();
+        std::fs::write(
+            dm.join("uuid"),
+            format!("CRYPT-LUKS2-00112233445566778899aabbccddeeff-{name}\n"),
+        )
+        .unwrap();
+    }
+
+    /// A key file as an earlier run (the initramfs) left it: 0400.
+    fn key_file(&self, volume: &str, data: &[u8]) -> PathBuf {
+        let dir = self.path("run/cryptsetup-keys.d");
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join(format!("{volume}.key"));
+        let _ = std::fs::remove_file(&path);
+        std::fs::write(&path, data).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o400)).unwrap();
+        path
+    }
+}
+
+/// The real root's run after the initramfs opened the root volume: its key
+/// file, still in /run, is wiped, and not written again; the key of a
+/// volume still closed is delivered; a secret whose only destination was
+/// the open volume is not even fetched.
+#[test]
+fn an_open_volume_gets_no_key_file_and_loses_the_old_one() {
+    let Some(m) = Machine::new("run-open-volume", 1 << 20) else {
+        return;
+    };
+    let w = World::new("run-open-volume", 2, |_| {});
+    m.open_volume("dm-0", "root");
+    m.open_volume("dm-1", "home");
+    let left = m.key_file("root", w.secret("default/luks/root"));
+    m.write_sample_config(
+        &w.kbs.url(),
+        "[[secret]]\nname = \"root\"\nresource = \"default/luks/root\"\n  [[secret.cryptsetup]]\n  volume = \"root\"\n\
+         [[secret]]\nname = \"data\"\nresource = \"default/key/k0\"\n  [[secret.cryptsetup]]\n  volume = \"data\"\n\
+         [[secret]]\nname = \"both\"\nresource = \"default/key/k1\"\n  [[secret.cryptsetup]]\n  volume = \"home\"\n  [[secret.credential]]\n",
+    );
+    let (out, _) = m.run(&[]);
+    assert_exit(&out, 0);
+    let log = stderr(&out);
+    assert!(!left.exists(), "{log}");
+    assert!(
+        log.contains("volume 'root' is open: wiped and removed") && log.contains("root.key"),
+        "{log}"
+    );
+    assert_eq!(
+        std::fs::read(m.path("run/cryptsetup-keys.d/data.key")).unwrap(),
+        w.secret("default/key/k0")
+    );
+    assert_eq!(
+        std::fs::read(m.path("run/credstore/both")).unwrap(),
+        w.secret("default/key/k1")
+    );
+    assert!(!m.path("run/cryptsetup-keys.d/home.key").exists());
+    let fetched: Vec<String> = w
+        .kbs
+        .requests()
+        .into_iter()
+        .filter(|r| r.path.contains("/resource/"))
+        .map(|r| r.path)
+        .collect();
+    assert_eq!(
+        fetched.len(),
+        2,
+        "only the two secrets with somewhere to go: {fetched:?}"
+    );
+    assert!(!fetched.iter().any(|p| p.contains("luks")), "{fetched:?}");
+
+    // Only the open volume's key configured: no attestation at all.
+    w.kbs.clear_requests();
+    m.key_file("root", w.secret("default/luks/root"));
+    m.write_sample_config(
+        &w.kbs.url(),
+        "[[secret]]\nname = \"root\"\nresource = \"default/luks/root\"\n  [[secret.cryptsetup]]\n  volume = \"root\"\n",
+    );
+    let (out, notes) = m.run(&[]);
+    assert_exit(&out, 0);
+    assert!(!left.exists());
+    assert!(w.kbs.requests().is_empty(), "{:?}", w.kbs.requests());
+    assert!(
+        notes
+            .iter()
+            .any(|n| n == "STATUS=nothing to fetch: the volumes are open")
+            && notes.iter().any(|n| n == "READY=1"),
+        "{notes:?}"
+    );
+}
+
+/// `cleanup`, the initramfs unit's ExecStop: the key files of configured
+/// volumes that are open are overwritten in place, then removed; others
+/// stay. One that cannot be removed is named, and the command fails.
+#[test]
+fn cleanup_wipes_the_key_files_of_open_volumes_only() {
+    let Some(m) = Machine::new("run-cleanup", 1 << 20) else {
+        return;
+    };
+    let kbs = "http://127.0.0.1:9";
+    m.write_sample_config(
+        kbs,
+        "[[secret]]\nname = \"root\"\nresource = \"default/luks/root\"\n  [[secret.cryptsetup]]\n  volume = \"root\"\n\
+         [[secret]]\nname = \"data\"\nresource = \"default/key/k0\"\n  [[secret.cryptsetup]]\n  volume = \"data\"\n",
+    );
+    m.open_volume("dm-0", "root");
+    m.open_volume("dm-1", "other");
+    let key = b"0123456789abcdef-root-volume-key";
+    let root = m.key_file("root", key);
+    // A second name for the same pages: what the wipe leaves in them.
+    let pages = m.path("run/pages");
+    std::fs::hard_link(&root, &pages).unwrap();
+    let data = m.key_file("data", b"still closed");
+    let other = m.key_file("other", b"not ours");
+    let cleanup = || {
+        unit_cmd(&["cleanup", "--initrd"])
+            .env("CVM_ATTEST_ROOT", m.path(""))
+            .output()
+            .unwrap()
+    };
+    let out = cleanup();
+    assert_exit(&out, 0);
+    assert!(!root.exists(), "{}", stderr(&out));
+    assert_eq!(std::fs::read(&pages).unwrap(), vec![0u8; key.len()]);
+    assert_eq!(std::fs::read(&data).unwrap(), b"still closed");
+    assert_eq!(std::fs::read(&other).unwrap(), b"not ours");
+
+    // Nothing left to do is no error; a key "file" that is a directory is.
+    assert_exit(&cleanup(), 0);
+    std::fs::create_dir(&root).unwrap();
+    let out = cleanup();
+    assert_fails_with(
+        &out,
+        1,
+        "1 key file(s) of open volumes could not be removed",
+    );
+    assert!(
+        stderr(&out).contains("volume 'root' is open, but its key file stays")
+            && stderr(&out).contains("cryptsetup-keys.d/root.key"),
         "{}",
         stderr(&out)
     );

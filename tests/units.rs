@@ -54,11 +54,11 @@ fn text(out: &Output) -> String {
     )
 }
 
-/// The unit copied into `dir` with ExecStart= pointing at the built binary.
+/// The unit copied into `dir` with Exec*= pointing at the built binary.
 fn staged(dir: &Path, name: &str, edit: impl Fn(String) -> String) -> PathBuf {
     let text = unit_text(name).replace(
-        &format!("ExecStart={INSTALLED_BINARY} "),
-        &format!("ExecStart={} ", env!("CARGO_BIN_EXE_cvm-attest")),
+        &format!("={INSTALLED_BINARY} "),
+        &format!("={} ", env!("CARGO_BIN_EXE_cvm-attest")),
     );
     let path = dir.join(name);
     std::fs::write(&path, edit(text)).unwrap();
@@ -142,26 +142,35 @@ fn both_units_share_one_hardening_block() {
     assert_eq!(hardening(UNITS[0]), hardening(UNITS[1]));
 }
 
+/// The initramfs unit also wipes, when it stops, the key files of the
+/// volumes opened meanwhile (`cleanup`).
 #[test]
-fn exec_start_lines_are_commands_the_binary_accepts() {
-    for name in UNITS {
+fn exec_lines_are_commands_the_binary_accepts() {
+    for (name, expected) in [
+        (UNITS[0], &["ExecStart=run"][..]),
+        (
+            UNITS[1],
+            &["ExecStart=run --initrd", "ExecStop=cleanup --initrd"][..],
+        ),
+    ] {
         let text = unit_text(name);
-        let lines: Vec<&str> = text
-            .lines()
-            .filter_map(|l| l.strip_prefix("ExecStart="))
-            .collect();
-        assert_eq!(lines.len(), 1, "{name}: one ExecStart=");
-        let mut words = lines[0].split_whitespace();
-        assert_eq!(words.next(), Some(INSTALLED_BINARY), "{name}");
-        let mut args: Vec<&str> = words.collect();
-        args.push("--help");
-        let out = agent(&args);
-        assert!(
-            out.status.success(),
-            "{name}: cvm-attest {}:\n{}",
-            args.join(" "),
-            stderr(&out)
-        );
+        let mut found = Vec::new();
+        for line in text.lines().filter(|l| l.starts_with("Exec")) {
+            let (key, command) = line.split_once('=').unwrap();
+            let mut words = command.split_whitespace();
+            assert_eq!(words.next(), Some(INSTALLED_BINARY), "{name}: {line}");
+            let mut args: Vec<&str> = words.collect();
+            found.push(format!("{key}={}", args.join(" ")));
+            args.push("--help");
+            let out = agent(&args);
+            assert!(
+                out.status.success(),
+                "{name}: cvm-attest {}:\n{}",
+                args.join(" "),
+                stderr(&out)
+            );
+        }
+        assert_eq!(found, expected, "{name}");
     }
 }
 

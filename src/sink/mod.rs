@@ -6,6 +6,7 @@
 
 pub mod file;
 pub mod keyring;
+pub mod volumes;
 
 use std::path::PathBuf;
 use std::time::Duration;

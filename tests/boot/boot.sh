@@ -80,8 +80,9 @@ echo "$marker" > expected-marker
 cat > rootfs/sbin/init <<'EOF'
 #!/bin/sh
 mount -t proc proc /proc
-mount -t tmpfs tmpfs /run 2>/dev/null
-echo "CVMTEST-RESULT marker=$(cat /etc/cvm-marker) root=[$(grep ' / ' /proc/mounts)]" > /dev/console
+# /run is the initramfs's, moved here by switch-root: what it left behind.
+keys=$(ls -A /run/cryptsetup-keys.d 2>&1)
+echo "CVMTEST-RESULT marker=$(cat /etc/cvm-marker) keys=[$keys] root=[$(grep ' / ' /proc/mounts)]" > /dev/console
 poweroff -f
 EOF
 chmod 0755 rootfs/sbin/init

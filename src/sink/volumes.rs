@@ -1,0 +1,192 @@
+// SPDX-License-Identifier: Apache-2.0
+//! Key files of volumes that are open already.
+//!
+//! systemd-cryptsetup reads `/run/cryptsetup-keys.d/<volume>.key` once, when
+//! it opens the volume; after that the file is only one more copy of a disk
+//! key, on a tmpfs, for the rest of the boot (crypttab's `keyfile-erase`
+//! does not apply to a key file found there). So a key file lives only
+//! while its volume waits for it: `run` writes none for a volume that is
+//! open and wipes one left behind, and `cleanup`, which the initramfs unit
+//! runs when it stops before switch-root, wipes those of the volumes opened
+//! since it delivered them.
+
+use std::collections::BTreeSet;
+use std::fs::{self, OpenOptions, Permissions};
+use std::io::Write;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::path::Path;
+
+use anyhow::{Context, Result};
+
+use super::{Layout, Secret, Sink};
+
+/// Device-mapper devices appear here as `dm-N`, with `dm/name` and `dm/uuid`.
+const SYS_BLOCK: &str = "/sys/block";
+
+/// Names of the open dm-crypt devices: those whose DM UUID cryptsetup set
+/// (`CRYPT-<type>-…`). Another device-mapper target of the same name, such
+/// as an LVM volume, does not count.
+pub fn open() -> BTreeSet<String> {
+    open_in(&crate::root::path(SYS_BLOCK))
+}
+
+fn open_in(sys_block: &Path) -> BTreeSet<String> {
+    let mut out = BTreeSet::new();
+    // No /sys/block (a container) means no device is open.
+    let Ok(entries) = fs::read_dir(sys_block) else {
+        return out;
+    };
+    for entry in entries.flatten() {
+        if !entry.file_name().as_encoded_bytes().starts_with(b"dm-") {
+            continue;
+        }
+        // A device removed meanwhile has no attributes left: skip it.
+        let dm = entry.path().join("dm");
+        let (Ok(name), Ok(uuid)) = (
+            fs::read_to_string(dm.join("name")),
+            fs::read_to_string(dm.join("uuid")),
+        ) else {
+            continue;
+        };
+        if uuid.starts_with("CRYPT-") {
+            out.insert(name.trim_end().to_owned());
+        }
+    }
+    out
+}
+
+/// Wipes and removes the key files of the configured volumes that are
+/// open. Returns the open volumes, and how many key files could not be
+/// removed (each named in a warning).
+pub fn forget_open(layout: &Layout, secrets: &[Secret]) -> (BTreeSet<String>, usize) {
+    let open = open();
+    let mut failed = 0;
+    let volumes = secrets
+        .iter()
+        .flat_map(|s| &s.sinks)
+        .filter_map(|s| match s {
+            Sink::Cryptsetup { volume } if open.contains(volume) => Some(volume),
+            _ => None,
+        });
+    for volume in volumes.collect::<BTreeSet<_>>() {
+        let path = layout.cryptsetup_keys.join(format!("{volume}.key"));
+        match wipe(&path) {
+            Ok(true) => log::info!(
+                "volume '{volume}' is open: wiped and removed {}",
+                path.display()
+            ),
+            Ok(false) => {}
+            Err(e) => {
+                log::warn!("volume '{volume}' is open, but its key file stays: {e:#}");
+                failed += 1;
+            }
+        }
+    }
+    (open, failed)
+}
+
+/// Drops the key-file sinks of open volumes, and the secrets left with no
+/// sink at all: there is nothing to fetch them for.
+pub fn skip_open(secrets: Vec<Secret>, open: &BTreeSet<String>) -> Vec<Secret> {
+    let mut out = Vec::with_capacity(secrets.len());
+    for mut secret in secrets {
+        secret.sinks.retain(|sink| match sink {
+            Sink::Cryptsetup { volume } if open.contains(volume) => {
+                log::info!(
+                    "secret '{}': volume '{volume}' is open, so it needs no key file",
+                    secret.name
+                );
+                false
+            }
+            _ => true,
+        });
+        if secret.sinks.is_empty() {
+            log::info!(
+                "secret '{}' ({}) has nowhere left to go: not fetched",
+                secret.name,
+                secret.resource
+            );
+        } else {
+            out.push(secret);
+        }
+    }
+    out
+}
+
+/// Overwrites a regular file with zeros in place (tmpfs keeps the same
+/// pages), then removes it. `Ok(false)`: there was no such file.
+///
+/// The units run as root without CAP_DAC_OVERRIDE and key files are 0400,
+/// so the file is opened for reading, made writable by its owner, and
+/// opened again for the overwrite (the same inode, checked).
+fn wipe(path: &Path) -> Result<bool> {
+    let open = |write: bool| {
+        OpenOptions::new()
+            .read(!write)
+            .write(write)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+            .open(path)
+    };
+    let file = match open(false) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+        Err(e) => return Err(e).with_context(|| format!("open {}", path.display())),
+    };
+    let meta = file
+        .metadata()
+        .with_context(|| format!("stat {}", path.display()))?;
+    anyhow::ensure!(
+        meta.is_file(),
+        "{} is not a regular file; remove it by hand",
+        path.display()
+    );
+    file.set_permissions(Permissions::from_mode(0o600))
+        .with_context(|| format!("make {} writable", path.display()))?;
+    let writer = open(true).with_context(|| format!("open {} to wipe it", path.display()))?;
+    let again = writer
+        .metadata()
+        .with_context(|| format!("stat {}", path.display()))?;
+    anyhow::ensure!(
+        (again.dev(), again.ino()) == (meta.dev(), meta.ino()),
+        "{} was replaced while being wiped; run again",
+        path.display()
+    );
+    let zeros = vec![0u8; meta.size() as usize];
+    (&writer)
+        .write_all(&zeros)
+        .with_context(|| format!("overwrite {}", path.display()))?;
+    fs::remove_file(path).with_context(|| format!("remove {}", path.display()))?;
+    Ok(true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dm(sys_block: &Path, dev: &str, name: &str, uuid: &str) {
+        let dir = sys_block.join(dev).join("dm");
+        fs::create_dir_all(&dir).unwrap();
+        fs::write(dir.join("name"), format!("{name}\n")).unwrap();
+        fs::write(dir.join("uuid"), format!("{uuid}\n")).unwrap();
+    }
+
+    #[test]
+    fn only_dm_crypt_devices_count_as_open_volumes() {
+        let dir = std::env::temp_dir().join(format!("cvm-attest-volumes-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        assert!(open_in(&dir).is_empty(), "no /sys/block: nothing open");
+        dm(
+            &dir,
+            "dm-0",
+            "root",
+            "CRYPT-LUKS2-0123456789abcdef0123456789abcdef-root",
+        );
+        dm(&dir, "dm-1", "data", "CRYPT-PLAIN-data");
+        dm(&dir, "dm-2", "swap", "LVM-AbCdEf");
+        fs::create_dir_all(dir.join("dm-3")).unwrap(); // going away: no dm/
+        dm(&dir, "vda", "vda", "CRYPT-not-a-dm-device");
+        let open = open_in(&dir);
+        fs::remove_dir_all(&dir).unwrap();
+        assert_eq!(open, BTreeSet::from(["data".to_owned(), "root".to_owned()]));
+    }
+}
