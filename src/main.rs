@@ -11,6 +11,7 @@ mod cli;
 mod cmdline;
 mod commands;
 mod config;
+mod coredump;
 mod eventlog;
 mod evidence;
 mod exit;
@@ -46,6 +47,7 @@ use crate::cli::{Cli, Command};
 fn main() -> ExitCode {
     let cli = Cli::parse();
     logger::init(cli.verbose, cli.quiet);
+    coredump::disable();
     // One thread: the agent waits on the network, it does not compute.
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()

@@ -109,3 +109,71 @@ fn nothing_secret_in_stderr_when_delivery_fails() {
     assert!(!log.contains(&String::from_utf8_lossy(&secret[..secret.len() - 4]).into_owned()));
     assert!(!log.contains("eyJ"));
 }
+
+/// A crash must not dump the agent's memory (its key, the secrets) to disk,
+/// and other processes of its user must not read that memory. The kernel
+/// shows a process that is not dumpable by giving its /proc files to root:
+/// run as nobody, the agent's `/proc/PID/mem` belongs to root once it is
+/// past its first lines, checked while the KBS holds the resource request.
+#[test]
+fn the_agent_cannot_dump_core_or_be_read_by_its_user() {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        println!("SKIPPED the_agent_cannot_dump_core_or_be_read_by_its_user: needs root to become nobody");
+        return;
+    }
+    let w = World::new("nodump", 1, |_| {});
+    w.kbs.push_fault(Fault {
+        endpoint: Endpoint::Resource,
+        count: 1,
+        kind: FaultKind::Delay(std::time::Duration::from_secs(3)),
+    });
+    let url = w.kbs.url();
+    let plain = crate::util::agent_cmd(&[
+        "get",
+        "--kbs",
+        &url,
+        "--insecure-http",
+        "--tee",
+        "sample",
+        "default/key/k0",
+    ]);
+    let child = std::process::Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+        .arg(plain.get_program())
+        .args(plain.get_args())
+        .envs(plain.get_envs().filter_map(|(k, v)| Some((k, v?))))
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let waited = std::time::Instant::now();
+    while !w
+        .kbs
+        .requests()
+        .iter()
+        .any(|r| r.path.contains("/resource/"))
+    {
+        assert!(
+            waited.elapsed() < std::time::Duration::from_secs(20),
+            "the agent never asked for the resource"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    use std::os::unix::fs::MetadataExt;
+    let mem = std::fs::metadata(format!("/proc/{}/mem", child.id())).unwrap();
+    let status = std::fs::read_to_string(format!("/proc/{}/status", child.id())).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_exit(&out, 0);
+    assert_eq!(out.stdout, w.secret("default/key/k0"));
+    assert!(
+        status.lines().any(|l| l.starts_with("Uid:\t65534")),
+        "{status}"
+    );
+    assert_eq!(
+        mem.uid(),
+        0,
+        "/proc/PID/mem of a dumpable process is its user's"
+    );
+}

@@ -140,6 +140,11 @@ fn hardening(name: &str) -> Vec<String> {
 #[test]
 fn both_units_share_one_hardening_block() {
     assert_eq!(hardening(UNITS[0]), hardening(UNITS[1]));
+    // The agent's own setrlimit is refused by the units' filter.
+    assert!(
+        hardening(UNITS[0]).iter().any(|l| l == "LimitCORE=0"),
+        "no core files"
+    );
 }
 
 /// The initramfs unit also wipes, when it stops, the key files of the
