@@ -134,6 +134,13 @@ pub fn parse_kbs_url(raw: &str, insecure_http: bool) -> Result<Url> {
         bail!("KBS URL '{raw}' has no scheme: write https://{raw}");
     }
     let url = parse_url("KBS", raw)?;
+    // Never echoed: the URL would carry the password into logs and STATUS=.
+    if !url.username().is_empty() || url.password().is_some() {
+        bail!(
+            "the KBS URL for {} names a user or password: the KBS takes no credentials in its URL; remove the 'user:password@' part",
+            url.host_str().unwrap_or("its host")
+        );
+    }
     match url.scheme() {
         "https" => {}
         "http" if insecure_http => {
@@ -476,6 +483,14 @@ mod tests {
             ("ftp://kbs.example", "scheme 'ftp'"),
             ("https://kbs.example/kbs/v0", "without /kbs/v0"),
             ("https://kbs.example/?a=b", "query or fragment"),
+            (
+                "https://user:pw@kbs.example",
+                "for kbs.example names a user or password",
+            ),
+            (
+                "https://token@kbs.example",
+                "remove the 'user:password@' part",
+            ),
             ("https://", "parse KBS URL"),
             (
                 "https://kbs.exämple",
@@ -484,6 +499,7 @@ mod tests {
         ] {
             let err = format!("{:#}", parse_kbs_url(raw, false).unwrap_err());
             assert!(err.contains(why), "{raw}: {err}");
+            assert!(!err.contains("pw@") && !err.contains("token@"), "{err}");
         }
     }
 

@@ -252,7 +252,6 @@ async fn fetch(
             if left < Duration::from_millis(100) {
                 break 'rounds;
             }
-            notify.status(&format!("attesting to {url} as {}", platform.name()));
             let cfg = TransportConfig {
                 url: url.clone(),
                 ca: config.kbs_ca.clone(),
@@ -261,7 +260,9 @@ async fn fetch(
                 connect_timeout: config.connect_timeout,
                 request_timeout: config.request_timeout,
             };
+            // First: it refuses a URL that must not be shown (credentials).
             let mut transport = Transport::new(&cfg).map_err(Usage)?;
+            notify.status(&format!("attesting to {url} as {}", platform.name()));
             let observer = Rc::clone(notify);
             transport.observe(move |message, wait| {
                 observer.status(message);
