@@ -27,7 +27,7 @@ pub async fn get(args: GetArgs) -> Result<()> {
             resources.push(r);
         }
     }
-    let output = Output::plan(args.output.as_deref(), resources.len()).map_err(Usage)?;
+    let output = Output::plan(args.output.as_deref(), &resources).map_err(Usage)?;
     let options = args.tee.options(args.kbs.timeout);
     let platform = Platform::select(args.tee.tee, &options)?;
     let transport = Transport::new(&args.kbs.transport()).map_err(Usage)?;

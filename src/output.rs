@@ -8,12 +8,15 @@
 //! as the configured sinks (`sink/file.rs`), with mode 0600. A destination
 //! that is not tmpfs or ramfs is allowed for manual use but draws a warning.
 
+use std::fs::File;
 use std::io::{IsTerminal, Write};
+use std::os::fd::FromRawFd;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 
 use crate::kbs::Fetched;
+use crate::resource::ResourcePath;
 use crate::sink::file::{self, Target};
 
 pub enum Output {
@@ -23,8 +26,9 @@ pub enum Output {
 }
 
 impl Output {
-    /// Checks the destination for `count` resources before anything is fetched.
-    pub fn plan(output: Option<&Path>, count: usize) -> Result<Output> {
+    /// Checks the destination for `resources` before anything is fetched.
+    pub fn plan(output: Option<&Path>, resources: &[ResourcePath]) -> Result<Output> {
+        let count = resources.len();
         let explicit_stdout = output == Some(Path::new("-"));
         match output {
             _ if count > 1 && (output.is_none() || explicit_stdout) => {
@@ -39,13 +43,19 @@ impl Output {
                 if path.exists() && !path.is_dir() {
                     bail!("--output {} is not a directory; with {count} resources it must name one", path.display());
                 }
+                for r in resources {
+                    replaceable(&in_dir(path, r))?;
+                }
                 Ok(Output::Dir(path.to_owned()))
             }
             Some(path) if path.is_dir() => bail!(
                 "--output {} is a directory; with one resource it names the file to write",
                 path.display()
             ),
-            Some(path) => Ok(Output::File(path.to_owned())),
+            Some(path) => {
+                replaceable(path)?;
+                Ok(Output::File(path.to_owned()))
+            }
         }
     }
 
@@ -53,12 +63,16 @@ impl Output {
     pub fn deliver(&self, fetched: &[Fetched]) -> Result<()> {
         match self {
             Output::Stdout => {
-                let mut out = std::io::stdout().lock();
+                warn_if_stdout_is_on_disk();
+                // Straight to fd 1: std's stdout keeps a copy in its buffer.
+                // SAFETY: fd 1 is open for the whole process (std sets it up),
+                // and ManuallyDrop keeps this File from closing it.
+                let mut out = std::mem::ManuallyDrop::new(unsafe { File::from_raw_fd(1) });
                 for f in fetched {
                     out.write_all(&f.data)
                         .context("write the secret to stdout")?;
                 }
-                out.flush().context("write the secret to stdout")
+                Ok(())
             }
             Output::File(path) => deliver_files(&[(
                 path.clone(),
@@ -67,16 +81,43 @@ impl Output {
             Output::Dir(dir) => {
                 let files: Vec<(PathBuf, &[u8])> = fetched
                     .iter()
-                    .map(|f| {
-                        (
-                            dir.join(&f.path.repo).join(&f.path.kind).join(&f.path.tag),
-                            &f.data[..],
-                        )
-                    })
+                    .map(|f| (in_dir(dir, &f.path), &f.data[..]))
                     .collect();
                 deliver_files(&files)
             }
         }
+    }
+}
+
+/// Where `--output DIR` puts `r`.
+fn in_dir(dir: &Path, r: &ResourcePath) -> PathBuf {
+    dir.join(&r.repo).join(&r.kind).join(&r.tag)
+}
+
+/// A destination is renamed over: only a regular file, or nothing, may be
+/// there. A symlink or device (`/dev/stdout`, `/dev/tty`) would be replaced
+/// by a file holding the secret.
+fn replaceable(path: &Path) -> Result<()> {
+    match std::fs::symlink_metadata(path) {
+        Ok(meta) if !meta.file_type().is_file() => bail!(
+            "{} is not a regular file (a symlink, device or pipe), and writing replaces it; \
+             name a new file, or pass --output - for stdout",
+            path.display()
+        ),
+        _ => Ok(()),
+    }
+}
+
+/// `get … > FILE`: the shell chose the file, so only warn, as for --output.
+fn warn_if_stdout_is_on_disk() {
+    let fd1 = Path::new("/proc/self/fd/1");
+    let on_disk = std::fs::metadata(fd1).is_ok_and(|m| m.is_file())
+        && file::memory_backed(fd1).is_ok_and(|memory| !memory);
+    if on_disk {
+        log::warn!(
+            "stdout is a file that is not on tmpfs or ramfs: the secret may reach persistent \
+             storage; redirect to a file under /run instead"
+        );
     }
 }
 

@@ -144,3 +144,44 @@ fn the_units_helper_refuses_bad_arguments() {
         "'stop:b.service' is not ACTION:UNIT with ACTION reload, restart or reload-or-restart\n"
     );
 }
+
+/// `--output` is renamed over: a symlink (`/dev/stdout` is one) or a device
+/// there would be replaced by a file holding the secret. Refused before
+/// any traffic, and left as it was.
+#[test]
+fn an_output_that_is_not_a_regular_file_is_refused() {
+    use std::os::unix::fs::FileTypeExt;
+    let w = crate::util::World::new("output-special", 1, |_| {});
+    let link = w.out("to-stdout");
+    std::os::unix::fs::symlink("/proc/self/fd/1", &link).unwrap();
+    for target in [link.to_str().unwrap(), "/dev/null"] {
+        let out = w.get(&["default/key/k0", "--output", target]);
+        assert_fails_with(
+            &out,
+            2,
+            &format!("{target} is not a regular file (a symlink, device or pipe)"),
+        );
+        assert!(stderr(&out).contains("pass --output - for stdout"));
+    }
+    assert!(std::fs::symlink_metadata(&link)
+        .unwrap()
+        .file_type()
+        .is_symlink());
+    assert!(std::fs::metadata("/dev/null")
+        .unwrap()
+        .file_type()
+        .is_char_device());
+    // In a directory of outputs too, before anything is written.
+    let dir = w.out("many");
+    std::fs::create_dir_all(dir.join("default/key")).unwrap();
+    std::os::unix::fs::symlink("/proc/self/fd/1", dir.join("default/key/k0")).unwrap();
+    let out = w.get(&[
+        "default/key/k0",
+        "default/luks/root",
+        "--output",
+        dir.to_str().unwrap(),
+    ]);
+    assert_fails_with(&out, 2, "default/key/k0 is not a regular file");
+    assert!(!dir.join("default/luks/root").exists());
+    assert!(w.kbs.requests().is_empty(), "refused before any traffic");
+}

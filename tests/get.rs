@@ -109,3 +109,52 @@ fn evidence_command_binds_the_given_nonce() {
     );
     assert_eq!(body.tee_evidence.primary_evidence["svn"], "1");
 }
+
+/// `get … > FILE` on persistent storage: the secret goes there, as asked,
+/// with the same warning as `--output` gives there.
+#[test]
+fn stdout_redirected_to_a_file_on_disk_draws_a_warning() {
+    let w = World::new("stdout-disk", 1, |_| {});
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"));
+    let fs = std::process::Command::new("stat")
+        .args(["-f", "-c", "%T"])
+        .arg(dir)
+        .output()
+        .unwrap();
+    if String::from_utf8_lossy(&fs.stdout).trim() == "tmpfs" {
+        println!("SKIPPED stdout_redirected_to_a_file_on_disk_draws_a_warning: the target directory is on tmpfs");
+        return;
+    }
+    let path = dir.join(format!("stdout-disk-{}", std::process::id()));
+    let file = std::fs::File::create(&path).unwrap();
+    let url = w.kbs.url();
+    let out = crate::util::agent_cmd(&[
+        "get",
+        "--kbs",
+        &url,
+        "--insecure-http",
+        "--tee",
+        "sample",
+        "default/key/k0",
+    ])
+    .stdout(file)
+    .output()
+    .unwrap();
+    let written = std::fs::read(&path).unwrap();
+    std::fs::remove_file(&path).unwrap();
+    assert_exit(&out, 0);
+    assert_eq!(written, w.secret("default/key/k0"));
+    assert!(
+        stderr(&out).contains("stdout is a file that is not on tmpfs or ramfs"),
+        "{}",
+        stderr(&out)
+    );
+    // A pipe is no file: no warning.
+    let out = w.get(&["default/key/k0"]);
+    assert_exit(&out, 0);
+    assert!(
+        !stderr(&out).contains("stdout is a file"),
+        "{}",
+        stderr(&out)
+    );
+}
