@@ -1013,6 +1013,10 @@ fn cleanup_wipes_the_key_files_of_open_volumes_only() {
     std::fs::hard_link(&root, &pages).unwrap();
     let data = m.key_file("data", b"still closed");
     let other = m.key_file("other", b"not ours");
+    // A copy a run killed mid-delivery left beside the open volume's key
+    // (no process has a PID above the kernel's limit).
+    let stale = m.path("run/cryptsetup-keys.d/.root.key.cvm-attest-old-99999999");
+    std::fs::write(&stale, key).unwrap();
     let cleanup = || {
         unit_cmd(&["cleanup", "--initrd"])
             .env("CVM_ATTEST_ROOT", m.path(""))
@@ -1022,6 +1026,7 @@ fn cleanup_wipes_the_key_files_of_open_volumes_only() {
     let out = cleanup();
     assert_exit(&out, 0);
     assert!(!root.exists(), "{}", stderr(&out));
+    assert!(!stale.exists(), "{}", stderr(&out));
     assert_eq!(std::fs::read(&pages).unwrap(), vec![0u8; key.len()]);
     assert_eq!(std::fs::read(&data).unwrap(), b"still closed");
     assert_eq!(std::fs::read(&other).unwrap(), b"not ours");

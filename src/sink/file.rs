@@ -111,7 +111,7 @@ fn searchable(dir: &Path) -> Result<()> {
 /// Removes what a killed run left beside `target`: its temporary file and
 /// its backup, a second copy of an earlier secret (`hidden` names them after
 /// the process; one whose process is gone is stale).
-fn remove_stale(target: &Path) {
+pub(super) fn remove_stale(target: &Path) {
     let (Some(dir), Some(name)) = (target.parent(), target.file_name()) else {
         return;
     };

@@ -70,6 +70,8 @@ pub fn forget_open(layout: &Layout, secrets: &[Secret]) -> (BTreeSet<String>, us
         });
     for volume in volumes.collect::<BTreeSet<_>>() {
         let path = layout.cryptsetup_keys.join(format!("{volume}.key"));
+        // Copies a run killed mid-delivery left beside it, too.
+        super::file::remove_stale(&path);
         match wipe(&path) {
             Ok(true) => log::info!(
                 "volume '{volume}' is open: wiped and removed {}",
