@@ -12,8 +12,6 @@
 use std::fmt;
 
 /// One TCG_PCR_EVENT2 record.
-// The agent only counts events; the fields serve the tests and future log summaries.
-#[allow(dead_code)]
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Event {
     /// pcrIndex: for TDX the MR index (0 = MRTD, 1..=4 = RTMR0..3).
@@ -21,6 +19,8 @@ pub struct Event {
     pub event_type: u32,
     /// (algId, digest), in record order.
     pub digests: Vec<(u16, Vec<u8>)>,
+    /// The event data: checked by the tests, for future log summaries.
+    #[allow(dead_code)]
     pub data: Vec<u8>,
 }
 
@@ -70,7 +70,7 @@ pub enum Problem {
     UndeclaredAlgorithm(u16),
 }
 
-const EV_NO_ACTION: u32 = 3;
+pub const EV_NO_ACTION: u32 = 3;
 const SPEC_ID_SIGNATURE: &[u8; 16] = b"Spec ID Event03\0";
 
 /// The log part of a CCEL region: cut at the first record whose first 8 bytes are all 0xFF or

@@ -169,6 +169,10 @@ fn tdx_through_configfs_tsm_with_the_event_log() {
     let ccel = root.path().join("sys/firmware/acpi/tables/data");
     std::fs::create_dir_all(&ccel).unwrap();
     std::fs::copy(data("tdx/ccel.bin"), ccel.join("CCEL")).unwrap();
+    // The TD measured what its log says: the quote's RTMRs are the replay
+    // (the reference KBS's own, written apart from the agent's).
+    let rtmrs = refkbs::ccel_replay(&std::fs::read(data("tdx/ccel.bin")).unwrap()).unwrap();
+    tsm.knobs().update(|f| f.rtmrs = Some(rtmrs));
     let w = world("tdx-tsm");
     let out = get_in(&w, root.path(), &["--tee", "tdx", "default/key/k0"]);
     assert_exit(&out, 0);
@@ -182,6 +186,22 @@ fn tdx_through_configfs_tsm_with_the_event_log() {
     assert!(log.len() < 1 << 20, "trimmed from the 1 MiB region");
     assert!(log.ends_with(&[0xFF; 8]));
     assert!(tsm.knobs().entries().is_empty());
+
+    // RTMRs that the log does not reproduce (here the template's zeros):
+    // the KBS would fail the attestation, so the log is left out.
+    tsm.knobs().update(|f| f.rtmrs = None);
+    w.kbs.clear_requests();
+    let out = get_in(&w, root.path(), &["--tee", "tdx", "default/key/k0"]);
+    assert_exit(&out, 0);
+    assert!(
+        stderr(&out).contains("does not match the quote: it does not reproduce the quote's RTMR0"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(
+        attest_body(&w)["tee-evidence"]["primary_evidence"]["cc_eventlog"],
+        serde_json::Value::Null
+    );
 }
 
 #[test]

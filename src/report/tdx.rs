@@ -122,6 +122,22 @@ impl TdxQuote {
         &self.report_data
     }
 
+    /// RTMR0..3, as the quote reports them.
+    pub fn rtmrs(&self) -> [&[u8]; 4] {
+        let field = |name: &str| {
+            self.body
+                .iter()
+                .find(|(n, _)| *n == name)
+                .map_or(&[][..], |(_, v)| &v[..])
+        };
+        [
+            field("RTMR0"),
+            field("RTMR1"),
+            field("RTMR2"),
+            field("RTMR3"),
+        ]
+    }
+
     fn version(&self) -> u64 {
         le_u64(&self.header[0..2])
     }

@@ -37,6 +37,7 @@ pub use problem::Problem;
 pub use server::{serve, BODY_LIMIT};
 pub use state::{Recorded, State, Stats};
 pub use tls::acceptor as tls_acceptor;
+pub use verifier::ccel::replay as ccel_replay;
 
 /// Server configuration; [`Config::new`] gives Trustee's defaults.
 #[derive(Debug, Clone)]

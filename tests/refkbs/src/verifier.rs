@@ -9,6 +9,7 @@
 //! from [`Config`].
 
 mod az_vtpm;
+pub mod ccel;
 mod hcl;
 mod snp;
 mod tdx;

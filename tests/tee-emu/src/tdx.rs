@@ -14,11 +14,12 @@
 //! | 700 | 64 | attestation public key `x‖y` (big-endian) |
 //! | 764 | … | certification data (type 6: QE report, its PCK signature, QE auth data, PCK chain) |
 //!
-//! The template is `tests/data/az-tdx-vtpm/td-quote.bin`. Only REPORTDATA, the
-//! signature and the attestation key change, so the QE report (whose
-//! REPORTDATA hashes the original attestation key) and the PCK chain no longer
-//! match: a real DCAP verifier rejects these quotes; the reference KBS, which
-//! cannot check Intel collateral offline anyway, verifies only the signature.
+//! The template is `tests/data/az-tdx-vtpm/td-quote.bin`. Only REPORTDATA
+//! (and RTMR0..3 when asked), the signature and the attestation key change,
+//! so the QE report (whose REPORTDATA hashes the original attestation key)
+//! and the PCK chain no longer match: a real DCAP verifier rejects these
+//! quotes; the reference KBS, which cannot check Intel collateral offline
+//! anyway, verifies the signature (and replays a CC event log).
 
 use std::sync::OnceLock;
 
@@ -33,6 +34,8 @@ use ring::signature::{
 pub const TEMPLATE: &[u8] = include_bytes!("../../data/az-tdx-vtpm/td-quote.bin");
 /// Offset of REPORTDATA in a v4 quote.
 pub const REPORT_DATA_OFFSET: usize = 568;
+/// Offset of RTMR0 in a v4 quote (body offset 328); RTMR1..3 follow.
+pub const RTMR0_OFFSET: usize = 376;
 /// Header and body: the signed bytes.
 pub const SIGNED_LEN: usize = 632;
 /// Offset of the signature `r‖s`.
@@ -56,9 +59,18 @@ fn attestation_key() -> Result<&'static EcdsaKeyPair> {
 
 /// A v4 quote with `report_data` as REPORTDATA, signed by the test attestation key.
 pub fn quote(report_data: &[u8; 64]) -> Result<Vec<u8>> {
+    quote_with(report_data, None)
+}
+
+/// As [`quote`], with RTMR0..3 set to `rtmrs` (else the template's, all zero).
+pub fn quote_with(report_data: &[u8; 64], rtmrs: Option<&[[u8; 48]; 4]>) -> Result<Vec<u8>> {
     let key = attestation_key()?;
     let mut quote = TEMPLATE.to_vec();
     quote[REPORT_DATA_OFFSET..REPORT_DATA_OFFSET + 64].copy_from_slice(report_data);
+    for (i, rtmr) in rtmrs.into_iter().flatten().enumerate() {
+        let at = RTMR0_OFFSET + 48 * i;
+        quote[at..at + 48].copy_from_slice(rtmr);
+    }
     // ring's public key is the SEC1 point 0x04‖x‖y; the quote holds x‖y.
     quote[KEY_OFFSET..KEY_OFFSET + 64].copy_from_slice(&key.public_key().as_ref()[1..]);
     let sig = key

@@ -49,6 +49,8 @@ pub struct TsmFaults {
     pub outblob_len: Option<usize>,
     /// SEV: `auxblob` is empty, as on a host without certificates.
     pub no_certs: bool,
+    /// TDX: RTMR0..3 of the quotes (else the template's).
+    pub rtmrs: Option<[[u8; 48]; 4]>,
 }
 
 /// An entry attribute.
@@ -261,7 +263,11 @@ impl TsmState {
                 return Err(libc::EIO);
             }
         }
-        let (truncate, no_certs) = (self.faults.outblob_len, self.faults.no_certs);
+        let (truncate, no_certs, rtmrs) = (
+            self.faults.outblob_len,
+            self.faults.no_certs,
+            self.faults.rtmrs,
+        );
         let entry = self.entry_mut(id)?;
         if entry.read_gen != Some(entry.write_gen) {
             // Both providers: "if (desc->inblob_len != 64) return -EINVAL".
@@ -282,7 +288,10 @@ impl TsmState {
                         aux,
                     )
                 }
-                Provider::Tdx => (tdx::quote(&data).map_err(|_| libc::EIO)?, Vec::new()),
+                Provider::Tdx => (
+                    tdx::quote_with(&data, rtmrs.as_ref()).map_err(|_| libc::EIO)?,
+                    Vec::new(),
+                ),
             };
             entry.outblob = out;
             entry.auxblob = aux;

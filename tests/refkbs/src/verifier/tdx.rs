@@ -10,7 +10,8 @@
 //! Not checked, and said so in the claims: the QE report, the PCK chain and
 //! Intel's collateral (TCB info, QE identity, CRLs), which the real Trustee
 //! verifier fetches from Intel PCS — an offline reference KBS cannot. A
-//! non-empty `cc_eventlog` must be base64 but is not replayed against RTMRs.
+//! non-empty `cc_eventlog` is replayed, and must reproduce RTMR0..3
+//! (`ccel.rs`); an absent one is let through, as Trustee does.
 
 use anyhow::{bail, Context as _, Result};
 use base64::engine::general_purpose::STANDARD;
@@ -88,8 +89,15 @@ pub(super) fn verify(evidence: &Value, expected: &[u8; 48]) -> Result<Value> {
     let eventlog = match evidence.cc_eventlog.as_deref() {
         None | Some("") => "absent",
         Some(log) => {
-            STANDARD.decode(log).context("decode cc_eventlog")?;
-            "present, not replayed (refkbs)"
+            let log = STANDARD.decode(log).context("decode cc_eventlog")?;
+            let rtmrs = super::ccel::replay(&log).context("replay cc_eventlog")?;
+            for (k, rtmr) in rtmrs.iter().enumerate() {
+                let at = body + 328 + 48 * k;
+                if quote[at..at + 48] != rtmr[..] {
+                    bail!("cc_eventlog does not reproduce RTMR{k} of the quote");
+                }
+            }
+            "replayed: RTMR0..3 match"
         }
     };
     let field = |at: usize, len: usize| hex(&quote[body + at..body + at + len]);
@@ -134,11 +142,23 @@ mod tests {
         .unwrap();
         assert_eq!(claims["version"], 4);
         assert_eq!(claims["collateral"], "not checked (offline reference KBS)");
-        let log = json!({"quote": STANDARD.encode(&q), "cc_eventlog": STANDARD.encode([1, 2, 3])});
+        // A log is replayed: it must give the quote's RTMRs.
+        let ccel = include_bytes!("../../../data/tdx/ccel.bin");
+        let rtmrs = super::super::ccel::replay(ccel).unwrap();
+        let mut data = [0u8; 64];
+        data[..48].copy_from_slice(&DIGEST);
+        let measured = tdx::quote_with(&data, Some(&rtmrs)).unwrap();
+        let log =
+            |q: &[u8]| json!({"quote": STANDARD.encode(q), "cc_eventlog": STANDARD.encode(ccel)});
         assert_eq!(
-            verify(&log, &DIGEST).unwrap()["cc_eventlog"],
-            "present, not replayed (refkbs)"
+            verify(&log(&measured), &DIGEST).unwrap()["cc_eventlog"],
+            "replayed: RTMR0..3 match"
         );
+        let err = format!("{:#}", verify(&log(&q), &DIGEST).unwrap_err());
+        assert!(err.contains("does not reproduce RTMR0"), "{err}");
+        let cut =
+            json!({"quote": STANDARD.encode(&measured), "cc_eventlog": STANDARD.encode([1, 2, 3])});
+        assert!(format!("{:#}", verify(&cut, &DIGEST).unwrap_err()).contains("replay cc_eventlog"));
         // Real quotes: their own signatures verify (v4 from Azure, v5 from Trustee).
         assert_eq!(check_quote(tdx::TEMPLATE).unwrap(), (4, 48));
         let v5 = include_bytes!("../../../data/tdx/quote-v5.bin");
