@@ -166,10 +166,15 @@ impl<'a> Client<'a> {
                 return Err(first);
             }
             let Some(gone) = gone else { break };
-            if round == MAX_REHANDSHAKES {
-                let gone = gone.context(format!(
-                    "still refused after {MAX_REHANDSHAKES} fresh sessions"
-                ));
+            // A token refused again by the KBS that issued it: its verifier
+            // is misconfigured, and one fresh session was enough (§6).
+            let token_again = round >= 1
+                && matches!(
+                    gone.downcast_ref::<KbsError>(),
+                    Some(KbsError::TokenRejected)
+                );
+            if round == MAX_REHANDSHAKES || token_again {
+                let gone = gone.context(format!("still refused after {round} fresh session(s)"));
                 if again.iter().any(|&i| required[i]) {
                     return Err(gone);
                 }

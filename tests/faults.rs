@@ -137,6 +137,25 @@ fn expired_token_gets_one_fresh_handshake() {
     );
 }
 
+/// A KBS that refuses its own tokens again after a fresh session has a
+/// misconfigured verifier: one fresh session, then a final error
+/// (kbs-protocol.md §6), not the two a lost session gets.
+#[test]
+fn a_token_refused_twice_is_final_after_one_fresh_session() {
+    let w = World::new("token-twice", 1, |_| {});
+    w.kbs
+        .push_fault(fault(Endpoint::Resource, 10, FaultKind::TokenVerifierError));
+    let out = w.get(&["default/key/k0"]);
+    assert_fails_with(&out, 3, "still refused after 1 fresh session(s)");
+    assert!(
+        stderr(&out).contains("check the KBS token verifier configuration"),
+        "{}",
+        stderr(&out)
+    );
+    let s = w.kbs.stats();
+    assert_eq!((s.auth, s.attest, s.resource), (2, 2, 2));
+}
+
 #[test]
 fn expire_sessions_knob_forces_a_new_session() {
     let w = World::new("expire-knob", 1, |_| {});

@@ -41,6 +41,9 @@ pub enum FaultKind {
     NonceMismatch,
     /// Trustee's `PolicyEngineError` document (401), a transient server failure.
     PolicyEngineError,
+    /// Trustee's `TokenVerifierError` document (401), as from a KBS that
+    /// cannot verify the tokens it issues.
+    TokenVerifierError,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

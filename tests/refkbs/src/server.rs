@@ -202,6 +202,7 @@ async fn faulted(
         },
         Some(FaultKind::NonceMismatch) => route(state, method, path, headers, body, true).await,
         Some(FaultKind::PolicyEngineError) => crate::problem::Problem::PolicyEngine.reply(),
+        Some(FaultKind::TokenVerifierError) => crate::problem::Problem::TokenVerifier.reply(),
     }
 }
 
