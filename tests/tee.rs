@@ -73,6 +73,34 @@ fn snp_through_configfs_tsm_end_to_end() {
     );
 }
 
+/// A firmware update the host's certificate table missed: its VCEK is for
+/// an older TCB than the report's. The KBS would reject it; with no
+/// certificates it fetches the right VCEK from AMD KDS, which the offline
+/// reference KBS cannot (so this attestation fails here, as it should).
+#[test]
+fn a_stale_vcek_from_the_host_is_left_out() {
+    if !can_run("a_stale_vcek_from_the_host_is_left_out") {
+        return;
+    }
+    let root = TempDir::new("snp-stale-vcek");
+    let tsm = TsmEmulator::mount(root.path(), Provider::Sev).unwrap();
+    tsm.knobs().update(|f| f.reported_snp_spl = Some(24));
+    let w = world("snp-stale-vcek");
+    let out = get_in(&w, root.path(), &["--tee", "snp", "default/key/k0"]);
+    assert!(
+        stderr(&out).contains(
+            "the VCEK from configfs-tsm is not this report's (it is for snpSPL 23, the report's \
+             reported TCB has 24): sending no certificates"
+        ),
+        "{}",
+        stderr(&out)
+    );
+    let ev = &attest_body(&w)["tee-evidence"]["primary_evidence"];
+    assert_eq!(ev["cert_chain"], serde_json::Value::Null);
+    assert_eq!(ev["attestation_report"]["reported_tcb"]["snp"], 24);
+    assert_fails_with(&out, 3, "the KBS rejected the snp evidence");
+}
+
 #[test]
 fn snp_is_detected_without_tee() {
     if !can_run("snp_is_detected_without_tee") {

@@ -11,6 +11,7 @@ mod sample;
 mod snp;
 mod tdx;
 mod tpm;
+mod vcek;
 
 use std::time::Duration;
 

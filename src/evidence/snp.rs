@@ -64,7 +64,9 @@ pub fn evidence(binding: &Binding) -> Result<SnpEvidence> {
         ),
         None => None,
     };
-    let cert_chain = cert_chain.filter(|c| !c.is_empty());
+    let cert_chain = cert_chain
+        .filter(|c| !c.is_empty())
+        .and_then(|chain| usable(chain, &report, &raw.source));
     log::debug!(
         "SNP report v{} from {}; {} certificate(s)",
         report.version,
@@ -75,6 +77,35 @@ pub fn evidence(binding: &Binding) -> Result<SnpEvidence> {
         attestation_report: report,
         cert_chain,
     })
+}
+
+/// The host's certificates, unless its VCEK (or VLEK) is not the one for
+/// this report: the KBS rejects a stale one, but fetches the right one from
+/// AMD KDS when it gets none.
+fn usable(
+    chain: Vec<CertTableEntry>,
+    report: &AttestationReport,
+    source: &str,
+) -> Option<Vec<CertTableEntry>> {
+    let Some(vek) = chain
+        .iter()
+        .find(|c| matches!(c.cert_type, CertType::VCEK | CertType::VLEK))
+    else {
+        return Some(chain);
+    };
+    let hwid = vek.cert_type == CertType::VCEK;
+    match super::vcek::mismatch(&vek.data, report, hwid) {
+        None => Some(chain),
+        Some(why) => {
+            log::warn!(
+                "the {:?} from {source} is not this report's ({why}): sending no certificates, \
+                 so that the KBS fetches the right one from AMD KDS; the host should refresh its \
+                 certificate table",
+                vek.cert_type
+            );
+            None
+        }
+    }
 }
 
 /// configfs-tsm first, then the ioctl device.

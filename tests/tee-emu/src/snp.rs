@@ -152,7 +152,17 @@ pub fn sign(report: &AttestationReport) -> Result<Vec<u8>> {
 
 /// A signed v3 report for `report_data` at `vmpl`, as the firmware returns it.
 pub fn report(report_data: &[u8; 64], vmpl: u32) -> Result<Vec<u8>> {
-    sign(&template(report_data, vmpl))
+    report_at_snp_spl(report_data, vmpl, None)
+}
+
+/// As [`report`], with the reported TCB's SNP SPL set to `spl`: a firmware
+/// update that the host's certificate table (its VCEK is for 23) missed.
+pub fn report_at_snp_spl(report_data: &[u8; 64], vmpl: u32, spl: Option<u8>) -> Result<Vec<u8>> {
+    let mut report = template(report_data, vmpl);
+    if let Some(spl) = spl {
+        report.reported_tcb.snp = spl;
+    }
+    sign(&report)
 }
 
 /// The certificate table with VCEK, ASK and ARK (see the module doc for the layout).

@@ -51,6 +51,8 @@ pub struct TsmFaults {
     pub no_certs: bool,
     /// TDX: RTMR0..3 of the quotes (else the template's).
     pub rtmrs: Option<[[u8; 48]; 4]>,
+    /// SEV: the reports' reported SNP SPL (else 23, the test VCEK's).
+    pub reported_snp_spl: Option<u8>,
 }
 
 /// An entry attribute.
@@ -263,10 +265,11 @@ impl TsmState {
                 return Err(libc::EIO);
             }
         }
-        let (truncate, no_certs, rtmrs) = (
+        let (truncate, no_certs, rtmrs, spl) = (
             self.faults.outblob_len,
             self.faults.no_certs,
             self.faults.rtmrs,
+            self.faults.reported_snp_spl,
         );
         let entry = self.entry_mut(id)?;
         if entry.read_gen != Some(entry.write_gen) {
@@ -284,7 +287,8 @@ impl TsmState {
                         snp::cert_table()
                     };
                     (
-                        snp::report(&data, entry.privlevel).map_err(|_| libc::EIO)?,
+                        snp::report_at_snp_spl(&data, entry.privlevel, spl)
+                            .map_err(|_| libc::EIO)?,
                         aux,
                     )
                 }

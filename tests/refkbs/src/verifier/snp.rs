@@ -9,8 +9,8 @@
 //! VLEK of `cert_chain` is the VEK, ARK → ASK → VEK verifies (RSA-PSS, AMD
 //! KDS spec 57230), the VEK signs the report re-encoded from its fields (ECDSA
 //! P-384 over bytes 0..0x2A0, SEV-SNP ABI 56860), and REPORT_DATA equals the
-//! 48-byte digest followed by 16 zero bytes (§3.3). VCEK TCB extensions are
-//! not compared with `reported_tcb`.
+//! 48-byte digest followed by 16 zero bytes (§3.3), and the VEK's TCB
+//! extensions equal `reported_tcb` (a VCEK's hwID, `chip_id`).
 
 use anyhow::{anyhow, bail, Context as _, Result};
 use serde::Deserialize;
@@ -102,12 +102,58 @@ pub(super) fn verify(
         }
     }
     check_report(&report, vek, ask, ark)?;
+    let entry = chain
+        .iter()
+        .find(|e| matches!(e.cert_type, CertType::VCEK | CertType::VLEK))
+        .context("cert_chain holds no VCEK or VLEK")?;
+    check_vek_tcb(&entry.data, entry.cert_type == CertType::VCEK, &report)?;
     let mut wanted = [0u8; 64];
     wanted[..48].copy_from_slice(expected);
     if *report.report_data != wanted {
         bail!("SNP report_data is not the runtime-data digest followed by 16 zero bytes");
     }
     claims(&report)
+}
+
+/// Trustee's VEK checks: each TCB extension (AMD OID arc 1.3.6.1.4.1.3704.1.3,
+/// a DER INTEGER whose last byte Trustee reads) equals `reported_tcb`, and a
+/// VCEK's hwID (arc .4, raw bytes) equals `chip_id` (its first 8 on Turin).
+fn check_vek_tcb(der: &[u8], vcek: bool, report: &AttestationReport) -> Result<()> {
+    use x509_cert::der::{asn1::ObjectIdentifier, Decode};
+    let cert = x509_cert::Certificate::from_der(der).context("parse the VEK")?;
+    let extensions = cert.tbs_certificate.extensions.unwrap_or_default();
+    let ext = |arc: &str| {
+        let oid = ObjectIdentifier::new(&format!("1.3.6.1.4.1.3704.1.{arc}")).ok()?;
+        extensions
+            .iter()
+            .find(|e| e.extn_id == oid)
+            .map(|e| e.extn_value.as_bytes().to_vec())
+    };
+    let t = &report.reported_tcb;
+    let mut spls = vec![
+        ("3.1", t.bootloader),
+        ("3.2", t.tee),
+        ("3.3", t.snp),
+        ("3.8", t.microcode),
+    ];
+    spls.extend(t.fmc.map(|fmc| ("3.9", fmc)));
+    for (arc, reported) in spls {
+        let raw = ext(arc).with_context(|| format!("the VEK has no TCB extension .{arc}"))?;
+        match (raw.first(), raw.last()) {
+            (Some(2), Some(&spl)) if spl == reported => {}
+            (Some(2), Some(spl)) => {
+                bail!("the VEK's TCB extension .{arc} is {spl}, reported_tcb has {reported}")
+            }
+            _ => bail!("the VEK's TCB extension .{arc} is not an INTEGER"),
+        }
+    }
+    if vcek {
+        let id = ext("4").context("the VCEK has no hwID extension")?;
+        if id.is_empty() || !report.chip_id.starts_with(&id) {
+            bail!("the VCEK's hwID is not the report's chip_id");
+        }
+    }
+    Ok(())
 }
 
 /// The token claims of an SNP report.
@@ -199,6 +245,21 @@ mod tests {
         let mut no_chain = good.clone();
         no_chain["cert_chain"] = Value::Null;
         assert!(check(&no_chain).contains("KDS"));
+
+        // A VCEK for another TCB (the host did not follow a firmware
+        // update) or another chip, both signed by that VCEK's key.
+        let mut newer = snp::template(&bound(), 0);
+        newer.reported_tcb.snp = 24;
+        assert_eq!(
+            check(&evidence(&newer)),
+            "the VEK's TCB extension .3.3 is 23, reported_tcb has 24"
+        );
+        let mut other_chip = snp::template(&bound(), 0);
+        other_chip.chip_id[0] ^= 1;
+        assert_eq!(
+            check(&evidence(&other_chip)),
+            "the VCEK's hwID is not the report's chip_id"
+        );
 
         let other = ark("other-ark.pem");
         let err = verify(&good, &DIGEST, Some(&other))
