@@ -7,7 +7,11 @@
 //! AES-256-GCM with AAD = the ASCII of the received `protected` string
 //! (RFC 7516 §5.2 step 14), never a re-serialization of it. Any `alg`, `enc`
 //! or curve other than the ones our key asked for is refused.
-//! Intermediate secrets (Z, KEK, CEK) are zeroized on every path.
+//! Intermediate secrets (Z, KEK, CEK) live in buffers zeroized on every
+//! path. Not wiped, because the libraries give no handle on them: the
+//! stack copies of ring's SHA-256 state and digest (the KEK), aes-kw's
+//! last unwrapped block (8 bytes of the CEK), p256's shared point (Z), and
+//! ring's AES-GCM key schedule.
 
 use aes_kw::KekAes256;
 use base64::{engine::general_purpose::URL_SAFE_NO_PAD, Engine};
