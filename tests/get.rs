@@ -127,19 +127,11 @@ fn stdout_redirected_to_a_file_on_disk_draws_a_warning() {
     }
     let path = dir.join(format!("stdout-disk-{}", std::process::id()));
     let file = std::fs::File::create(&path).unwrap();
-    let url = w.kbs.url();
-    let out = crate::util::agent_cmd(&[
-        "get",
-        "--kbs",
-        &url,
-        "--insecure-http",
-        "--tee",
-        "sample",
-        "default/key/k0",
-    ])
-    .stdout(file)
-    .output()
-    .unwrap();
+    let out = w
+        .get_cmd(&["default/key/k0"])
+        .stdout(file)
+        .output()
+        .unwrap();
     let written = std::fs::read(&path).unwrap();
     std::fs::remove_file(&path).unwrap();
     assert_exit(&out, 0);

@@ -128,16 +128,7 @@ fn the_agent_cannot_dump_core_or_be_read_by_its_user() {
         count: 1,
         kind: FaultKind::Delay(std::time::Duration::from_secs(3)),
     });
-    let url = w.kbs.url();
-    let plain = crate::util::agent_cmd(&[
-        "get",
-        "--kbs",
-        &url,
-        "--insecure-http",
-        "--tee",
-        "sample",
-        "default/key/k0",
-    ]);
+    let plain = w.get_cmd(&["default/key/k0"]);
     let child = std::process::Command::new("setpriv")
         .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
         .arg(plain.get_program())

@@ -68,13 +68,18 @@ impl World {
 
     /// `cvm-attest get` against this KBS over plain http with the sample TEE.
     pub fn get(&self, extra: &[&str]) -> Output {
+        self.get_cmd(extra).output().expect("run cvm-attest")
+    }
+
+    /// The command [`World::get`] runs, to be given other stdio first.
+    pub fn get_cmd(&self, extra: &[&str]) -> Command {
         let url = self.kbs.url();
         let mut args = vec!["get", "--kbs", &url, "--tee", "sample", "--timeout", "20"];
         if url.starts_with("http://") {
             args.push("--insecure-http");
         }
         args.extend_from_slice(extra);
-        agent(&args)
+        agent_cmd(&args)
     }
 
     pub fn out(&self, name: &str) -> PathBuf {
