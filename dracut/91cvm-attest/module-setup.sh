@@ -80,10 +80,11 @@ install() {
     # would reload to the real root, whose units have not started yet.
     inst_simple "$moddir/cvm-attest-initrd.service" \
         "$systemdsystemunitdir/cvm-attest-initrd.service"
-    # The unit starts after modprobe@sev_guest and modprobe@tdx_guest (the
-    # systemd module brings modprobe@.service); our drop-ins skip each on
-    # other hardware.
-    inst_multiple -o "$systemdsystemunitdir"/modprobe@sev_guest.service.d/cvm-attest.conf \
+    # The unit starts after modprobe@sev_guest and modprobe@tdx_guest; our
+    # drop-ins skip each on other hardware. The template itself: dracut's
+    # systemd module installs it only from dracut 058 on (RHEL 9 has 057).
+    inst_multiple -o "$systemdsystemunitdir"/modprobe@.service \
+        "$systemdsystemunitdir"/modprobe@sev_guest.service.d/cvm-attest.conf \
         "$systemdsystemunitdir"/modprobe@tdx_guest.service.d/cvm-attest.conf
 
     # Configuration: no secrets in it (the initramfs on /boot is readable by
