@@ -1047,3 +1047,42 @@ fn cleanup_wipes_the_key_files_of_open_volumes_only() {
         stderr(&out)
     );
 }
+
+/// One key for two volumes: crypttab names the root volume's key file as
+/// the key of another volume, not open yet. The file stays for it, in the
+/// initramfs (the real root's crypttab under /sysroot) as after switch-root.
+#[test]
+fn a_key_file_crypttab_names_for_a_closed_volume_is_kept() {
+    let Some(m) = Machine::new("run-cleanup-shared", 1 << 20) else {
+        return;
+    };
+    m.write_sample_config(
+        "http://127.0.0.1:9",
+        "[[secret]]\nname = \"root\"\nresource = \"default/luks/root\"\n  [[secret.cryptsetup]]\n  volume = \"root\"\n",
+    );
+    m.open_volume("dm-0", "root");
+    let root = m.key_file("root", b"one key for two volumes");
+    std::fs::create_dir_all(m.path("sysroot/etc")).unwrap();
+    std::fs::write(
+        m.path("sysroot/etc/crypttab"),
+        "root UUID=1 none\ndata UUID=2 /run/cryptsetup-keys.d/root.key luks\n",
+    )
+    .unwrap();
+    let cleanup = || {
+        unit_cmd(&["cleanup", "--initrd"])
+            .env("CVM_ATTEST_ROOT", m.path(""))
+            .output()
+            .unwrap()
+    };
+    let out = cleanup();
+    assert_exit(&out, 0);
+    assert_eq!(std::fs::read(&root).unwrap(), b"one key for two volumes");
+    assert!(
+        stderr(&out).contains("crypttab names") && stderr(&out).contains("key file of 'data'"),
+        "{}",
+        stderr(&out)
+    );
+    m.open_volume("dm-1", "data");
+    assert_exit(&cleanup(), 0);
+    assert!(!root.exists());
+}

@@ -8,13 +8,14 @@
 //! while its volume waits for it: `run` writes none for a volume that is
 //! open and wipes one left behind, and `cleanup`, which the initramfs unit
 //! runs when it stops before switch-root, wipes those of the volumes opened
-//! since it delivered them.
+//! since it delivered them. A key file that a crypttab line of a volume not
+//! yet open names as its key file (third column) is kept for that volume.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs::{self, OpenOptions, Permissions};
 use std::io::Write;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 
@@ -22,6 +23,9 @@ use super::{Layout, Secret, Sink};
 
 /// Device-mapper devices appear here as `dm-N`, with `dm/name` and `dm/uuid`.
 const SYS_BLOCK: &str = "/sys/block";
+/// The crypttabs that may name key files: the running root's, and in the
+/// initramfs the real root's, mounted at /sysroot before switch-root.
+const CRYPTTABS: [&str; 2] = ["/etc/crypttab", "/sysroot/etc/crypttab"];
 
 /// Names of the open dm-crypt devices: those whose DM UUID cryptsetup set
 /// (`CRYPT-<type>-…`). Another device-mapper target of the same name, such
@@ -60,6 +64,7 @@ fn open_in(sys_block: &Path) -> BTreeSet<String> {
 /// removed (each named in a warning).
 pub fn forget_open(layout: &Layout, secrets: &[Secret]) -> (BTreeSet<String>, usize) {
     let open = open();
+    let waiting = waiting_key_files(&open);
     let mut failed = 0;
     let volumes = secrets
         .iter()
@@ -72,6 +77,14 @@ pub fn forget_open(layout: &Layout, secrets: &[Secret]) -> (BTreeSet<String>, us
         let path = layout.cryptsetup_keys.join(format!("{volume}.key"));
         // Copies a run killed mid-delivery left beside it, too.
         super::file::remove_stale(&path);
+        if let Some(other) = waiting.get(&path) {
+            log::info!(
+                "volume '{volume}' is open, but crypttab names {} as the key file of '{other}', \
+                 which is not: kept",
+                path.display()
+            );
+            continue;
+        }
         match wipe(&path) {
             Ok(true) => log::info!(
                 "volume '{volume}' is open: wiped and removed {}",
@@ -85,6 +98,33 @@ pub fn forget_open(layout: &Layout, secrets: &[Secret]) -> (BTreeSet<String>, us
         }
     }
     (open, failed)
+}
+
+/// Key files (under the current root) that crypttab lines of volumes not
+/// open name in their third column, with one such volume each.
+fn waiting_key_files(open: &BTreeSet<String>) -> BTreeMap<PathBuf, String> {
+    let mut out = BTreeMap::new();
+    for tab in CRYPTTABS {
+        let Ok(text) = fs::read_to_string(crate::root::path(tab)) else {
+            continue;
+        };
+        for (volume, key_file) in key_files(&text) {
+            if !open.contains(volume) && key_file.starts_with('/') {
+                out.insert(crate::root::path(key_file), volume.to_owned());
+            }
+        }
+    }
+    out
+}
+
+/// (volume, key file) of each crypttab(5) line that names a key file.
+fn key_files(crypttab: &str) -> impl Iterator<Item = (&str, &str)> {
+    crypttab.lines().filter_map(|line| {
+        let mut fields = line.split_whitespace();
+        let volume = fields.next().filter(|v| !v.starts_with('#'))?;
+        let key_file = fields.nth(1).filter(|k| !matches!(*k, "-" | "none"))?;
+        Some((volume, key_file))
+    })
 }
 
 /// Drops the key-file sinks of open volumes, and the secrets left with no
@@ -190,5 +230,24 @@ mod tests {
         let open = open_in(&dir);
         fs::remove_dir_all(&dir).unwrap();
         assert_eq!(open, BTreeSet::from(["data".to_owned(), "root".to_owned()]));
+    }
+
+    #[test]
+    fn crypttab_key_files() {
+        let tab = "# name device key options\n\
+                   root UUID=1 none luks\n\
+                   \n\
+                   data  UUID=2\t/run/cryptsetup-keys.d/root.key  luks,discard\n\
+                   swap /dev/sdb1 /dev/urandom swap\n\
+                   home UUID=3 -\n\
+                   bare UUID=4\n";
+        let got: Vec<_> = key_files(tab).collect();
+        assert_eq!(
+            got,
+            [
+                ("data", "/run/cryptsetup-keys.d/root.key"),
+                ("swap", "/dev/urandom")
+            ]
+        );
     }
 }
