@@ -58,6 +58,10 @@ install:
 	$(INSTALL) -D -m 0755 $(TPM_HELPER) $(DESTDIR)$(LIBEXECDIR)/cvm-attest-tpm
 	$(INSTALL) -D -m 0755 $(UNITS_HELPER) $(DESTDIR)$(LIBEXECDIR)/cvm-attest-units
 	$(INSTALL) -D -m 0644 systemd/cvm-attest.service $(DESTDIR)$(UNITDIR)/cvm-attest.service
+	$(INSTALL) -D -m 0644 systemd/cvm-attest-cleanup.service \
+		$(DESTDIR)$(UNITDIR)/cvm-attest-cleanup.service
+	$(INSTALL) -D -m 0644 systemd/cryptsetup.target.d/cvm-attest.conf \
+		$(DESTDIR)$(UNITDIR)/cryptsetup.target.d/cvm-attest.conf
 	for m in sev_guest tdx_guest; do \
 		$(INSTALL) -D -m 0644 systemd/modprobe@$$m.service.d/cvm-attest.conf \
 			$(DESTDIR)$(UNITDIR)/modprobe@$$m.service.d/cvm-attest.conf || exit 1; done
@@ -80,6 +84,8 @@ uninstall:
 	rm -f $(DESTDIR)$(BINDIR)/cvm-attest $(DESTDIR)$(LIBEXECDIR)/cvm-attest-tpm \
 		$(DESTDIR)$(LIBEXECDIR)/cvm-attest-units \
 		$(DESTDIR)$(UNITDIR)/cvm-attest.service \
+		$(DESTDIR)$(UNITDIR)/cvm-attest-cleanup.service \
+		$(DESTDIR)$(UNITDIR)/cryptsetup.target.d/cvm-attest.conf \
 		$(DESTDIR)$(UNITDIR)/modprobe@sev_guest.service.d/cvm-attest.conf \
 		$(DESTDIR)$(UNITDIR)/modprobe@tdx_guest.service.d/cvm-attest.conf \
 		$(DESTDIR)$(DRACUTCONFDIR)/91-cvm-attest.conf $(DESTDIR)$(MANDIR)/man8/cvm-attest.8

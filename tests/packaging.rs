@@ -178,6 +178,11 @@ fn make_install_lays_out_every_file_with_its_mode() {
         ("usr/libexec/cvm-attest-tpm", 0o755),
         ("usr/libexec/cvm-attest-units", 0o755),
         ("usr/lib/systemd/system/cvm-attest.service", 0o644),
+        ("usr/lib/systemd/system/cvm-attest-cleanup.service", 0o644),
+        (
+            "usr/lib/systemd/system/cryptsetup.target.d/cvm-attest.conf",
+            0o644,
+        ),
         (
             "usr/lib/systemd/system/modprobe@sev_guest.service.d/cvm-attest.conf",
             0o644,
@@ -220,6 +225,14 @@ fn make_install_lays_out_every_file_with_its_mode() {
         (
             "usr/lib/systemd/system/cvm-attest.service",
             "systemd/cvm-attest.service",
+        ),
+        (
+            "usr/lib/systemd/system/cvm-attest-cleanup.service",
+            "systemd/cvm-attest-cleanup.service",
+        ),
+        (
+            "usr/lib/systemd/system/cryptsetup.target.d/cvm-attest.conf",
+            "systemd/cryptsetup.target.d/cvm-attest.conf",
         ),
         (
             "usr/lib/dracut/modules.d/91cvm-attest/cvm-attest-initrd.service",
@@ -723,6 +736,14 @@ fn the_rpm_builds_lints_clean_and_holds_every_file() {
         ("/usr/libexec/cvm-attest-units", "-rwxr-xr-x root:root "),
         (
             "/usr/lib/systemd/system/cvm-attest.service",
+            "-rw-r--r-- root:root ",
+        ),
+        (
+            "/usr/lib/systemd/system/cvm-attest-cleanup.service",
+            "-rw-r--r-- root:root ",
+        ),
+        (
+            "/usr/lib/systemd/system/cryptsetup.target.d/cvm-attest.conf",
             "-rw-r--r-- root:root ",
         ),
         (

@@ -19,7 +19,10 @@ use std::process::{Command, Output};
 
 use crate::util::{agent, stderr, TempDir};
 
+/// The two units that run the agent, and share one hardening block.
 const UNITS: [&str; 2] = ["cvm-attest.service", "cvm-attest-initrd.service"];
+/// Every unit we ship.
+const ALL_UNITS: [&str; 3] = [UNITS[0], UNITS[1], "cvm-attest-cleanup.service"];
 const INSTALLED_BINARY: &str = "/usr/bin/cvm-attest";
 
 fn unit_text(name: &str) -> String {
@@ -68,7 +71,7 @@ fn staged(dir: &Path, name: &str, edit: impl Fn(String) -> String) -> PathBuf {
 #[test]
 fn units_verify_cleanly() {
     let dir = TempDir::new("units-verify");
-    for name in UNITS {
+    for name in ALL_UNITS {
         let unit = staged(dir.path(), name, |t| t);
         let Some(out) = analyze(&["verify", "--man=no"], &unit) else {
             return;
@@ -102,7 +105,7 @@ fn verify_reports_an_ordering_cycle() {
 #[test]
 fn units_are_hardened_to_2_0() {
     let dir = TempDir::new("units-security");
-    for name in UNITS {
+    for name in ALL_UNITS {
         let unit = staged(dir.path(), name, |t| t);
         // --threshold is in tenths: a non-zero exit above 2.0.
         let Some(out) = analyze(&["security", "--offline=true", "--threshold=20"], &unit) else {
@@ -148,7 +151,8 @@ fn both_units_share_one_hardening_block() {
 }
 
 /// The initramfs unit also wipes, when it stops, the key files of the
-/// volumes opened meanwhile (`cleanup`).
+/// volumes opened meanwhile (`cleanup`); the cleanup unit does the same on
+/// the real root.
 #[test]
 fn exec_lines_are_commands_the_binary_accepts() {
     for (name, expected) in [
@@ -157,6 +161,7 @@ fn exec_lines_are_commands_the_binary_accepts() {
             UNITS[1],
             &["ExecStart=run --initrd", "ExecStop=cleanup --initrd"][..],
         ),
+        (ALL_UNITS[2], &["ExecStart=cleanup"][..]),
     ] {
         let text = unit_text(name);
         let mut found = Vec::new();
@@ -215,4 +220,28 @@ fn the_tee_drivers_are_loaded_before_the_sandbox_is_set_up() {
             .collect();
         assert_eq!(settings, ["[Unit]", condition], "{instance}");
     }
+}
+
+/// The cleanup unit runs after every local and network volume is open, on
+/// every boot, without being enabled: a drop-in of cryptsetup.target pulls
+/// it in, and it has nothing to install.
+#[test]
+fn the_cleanup_unit_is_pulled_in_after_the_volumes() {
+    let dropin = unit_text("cryptsetup.target.d/cvm-attest.conf");
+    let settings: Vec<&str> = dropin
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+        .collect();
+    assert_eq!(settings, ["[Unit]", "Wants=cvm-attest-cleanup.service"]);
+    let unit = unit_text(ALL_UNITS[2]);
+    let after: Vec<&str> = unit
+        .lines()
+        .filter_map(|l| l.strip_prefix("After="))
+        .flat_map(str::split_whitespace)
+        .collect();
+    for target in ["cryptsetup.target", "remote-cryptsetup.target"] {
+        assert!(after.contains(&target), "no After={target}");
+    }
+    assert!(!unit.contains("[Install]"));
+    assert!(unit.contains("\nConditionPathExists=!/etc/initrd-release\n"));
 }
