@@ -144,9 +144,19 @@ fn vtpm(tcti: &str) -> (Check, Option<(HclReportType, Value)>) {
         Ok(tpm) => tpm,
         Err(e) => return (check("TPM", path, State::Broken, format!("{e:#}")), None),
     };
-    let Ok(bytes) = tpm.nv_read(HCL_REPORT_INDEX) else {
-        let detail = "no Azure HCL report (NV 0x01400001): a plain TPM, used only with --tee tpm";
-        return (check("TPM", path, State::Usable, detail), None);
+    // Only an index that is not there makes a plain TPM; a TPM or helper
+    // that fails is broken, and says how.
+    let bytes = match tpm
+        .nv_defined(HCL_REPORT_INDEX)
+        .and_then(|defined| defined.then(|| tpm.nv_read(HCL_REPORT_INDEX)).transpose())
+    {
+        Ok(Some(bytes)) => bytes,
+        Ok(None) => {
+            let detail =
+                "no Azure HCL report (NV 0x01400001): a plain TPM, used only with --tee tpm";
+            return (check("TPM", path, State::Usable, detail), None);
+        }
+        Err(e) => return (check("TPM", path, State::Broken, format!("{e:#}")), None),
     };
     match HclReport::parse(&bytes) {
         Ok(hcl) => {

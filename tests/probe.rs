@@ -137,3 +137,26 @@ fn a_configfs_tsm_without_the_kernel_behind_it_is_broken() {
         0
     );
 }
+
+/// A TPM whose helper dies on the first request is broken, and says how:
+/// only an NV index that is not defined makes a plain TPM.
+#[test]
+fn a_tpm_helper_that_crashes_is_broken_not_a_plain_tpm() {
+    let root = TempDir::new("probe-tpm-crash");
+    let device = root.path().join("dev/tpmrm0");
+    std::fs::create_dir_all(device.parent().unwrap()).unwrap();
+    std::fs::write(&device, b"").unwrap();
+    let tcti = format!("device:{}", device.display());
+    let out = agent_cmd(&["probe", "--json", "--tcti", &tcti])
+        .env("CVM_ATTEST_ROOT", root.path())
+        .env(
+            "CVM_ATTEST_TPM_HELPER",
+            crate::util::data("tpm-helper/crash.sh"),
+        )
+        .output()
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let (state, detail) = state(&v, "TPM");
+    assert_eq!(state, "broken", "{detail}");
+    assert!(detail.contains("signal: 11 (SIGSEGV)"), "{detail}");
+}

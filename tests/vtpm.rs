@@ -194,6 +194,22 @@ fn tpm_without_a_persisted_ak_makes_one_and_the_kbs_accepts_it() {
         1,
         "no attestation key at persistent handle 0x81010009",
     );
+    // probe: no HCL report index on this TPM, so a plain TPM, usable.
+    let out = agent_cmd(&["probe", "--json", "--tcti", &tcti])
+        .output()
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let tpm_check = v["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["interface"] == "TPM")
+        .unwrap();
+    assert_eq!(tpm_check["state"], "usable", "{tpm_check}");
+    assert!(tpm_check["detail"]
+        .as_str()
+        .unwrap()
+        .contains("a plain TPM"));
 }
 
 /// An Azure-shaped vTPM: AK at 0x81000003 and the paravisor in front.

@@ -67,6 +67,7 @@ fn serve(tpm: &mut esapi::Tpm, request: Request) -> Response {
             qualifying,
             rsassa,
         } => tpm.quote(source, &qualifying, rsassa).map(Response::Quote),
+        Request::NvDefined { index } => tpm.nv_defined(index).map(Response::Defined),
         Request::NvRead { index } => tpm.nv_read(index).map(Response::NvData),
         Request::NvWrite { index, data } => tpm.nv_write(index, &data).map(|()| Response::Written),
     };

@@ -217,6 +217,19 @@ impl Tpm {
     }
 
     /// Reads a whole NV index with owner authorization (chunked by the TPM's buffer size).
+    /// Whether `index` is a defined NV index (TPM2_GetCapability, no
+    /// authorization).
+    pub fn nv_defined(&mut self, index: u32) -> Result<bool> {
+        let handle =
+            NvIndexTpmHandle::new(index).map_err(|_| anyhow!("{index:#x} is not an NV index"))?;
+        self.ctx.clear_sessions();
+        let defined = nv::list(&mut self.ctx)
+            .with_context(|| format!("list the NV indices on {}", self.tcti))?
+            .iter()
+            .any(|(public, _)| public.nv_index() == handle);
+        Ok(defined)
+    }
+
     pub fn nv_read(&mut self, index: u32) -> Result<Vec<u8>> {
         let handle =
             NvIndexTpmHandle::new(index).map_err(|_| anyhow!("{index:#x} is not an NV index"))?;

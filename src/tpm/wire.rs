@@ -44,6 +44,8 @@ pub enum Request {
         qualifying: Vec<u8>,
         rsassa: bool,
     },
+    /// Whether an NV index is defined.
+    NvDefined { index: u32 },
     /// Read a whole NV index with owner authorization.
     NvRead { index: u32 },
     /// (Re)define an owner NV index with the size of `data` and write it.
@@ -55,6 +57,7 @@ pub enum Response {
     /// The TPM is open.
     Ready,
     Quote(Quote),
+    Defined(bool),
     NvData(Vec<u8>),
     Written,
     /// The request failed: the whole error chain, on one line.
