@@ -105,7 +105,7 @@ pub fn run(tcti: &str) -> Probe {
             Some(Platform::AzTdxVtpm),
             "Azure HCL report (TDX) in the vTPM".to_owned(),
         ),
-        None => hardware(provider.as_deref(), &sev_check, &tdx_check),
+        None => hardware(provider.as_deref(), &tsm_check, &sev_check, &tdx_check),
     };
     Probe {
         platform,
@@ -116,13 +116,22 @@ pub fn run(tcti: &str) -> Probe {
 }
 
 /// The choice among the hardware interfaces.
-fn hardware(provider: Option<&str>, sev: &Check, tdx: &Check) -> (Option<Platform>, String) {
+fn hardware(
+    provider: Option<&str>,
+    tsm: &Check,
+    sev: &Check,
+    tdx: &Check,
+) -> (Option<Platform>, String) {
     match (provider, sev.state, tdx.state) {
         (Some("sev_guest"), _, _) => (Some(Platform::Snp), "configfs-tsm provider sev_guest".to_owned()),
         (Some("tdx_guest"), _, _) => (Some(Platform::Tdx), "configfs-tsm provider tdx_guest".to_owned()),
         (Some(other), _, _) => (None, format!("configfs-tsm has provider '{other}', which cvm-attest does not support")),
         (None, State::Usable, _) => (Some(Platform::Snp), format!("{} opens", sev.path)),
         (None, State::Denied, _) => (None, format!("{} exists but cannot be opened: run as root", sev.path)),
+        (None, _, State::Usable) if tsm.state != State::Absent => (
+            None,
+            format!("TDX guest ({}) whose configfs-tsm does not work ({}): quotes come only through configfs-tsm", tdx.path, tsm.detail),
+        ),
         (None, _, State::Usable) => (
             None,
             format!("TDX guest ({}) without configfs-tsm: this kernel cannot produce quotes (needs CONFIG_TSM_REPORTS)", tdx.path),

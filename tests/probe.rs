@@ -136,6 +136,32 @@ fn a_configfs_tsm_without_the_kernel_behind_it_is_broken() {
             .count(),
         0
     );
+    // With the SNP device there, evidence falls back to it (a regular
+    // file: it answers no ioctl, which shows the device was tried).
+    std::fs::create_dir_all(root.path().join("dev")).unwrap();
+    std::fs::write(root.path().join("dev/sev-guest"), b"").unwrap();
+    let out = agent_cmd(&["evidence", "--tee", "snp", "--nonce", "n"])
+        .env("CVM_ATTEST_ROOT", root.path())
+        .output()
+        .unwrap();
+    crate::util::assert_fails_with(&out, 1, "dev/sev-guest: Inappropriate ioctl for device");
+    assert!(
+        crate::util::stderr(&out).contains("configfs-tsm failed (")
+            && crate::util::stderr(&out).contains("trying /dev/sev-guest instead"),
+        "{}",
+        crate::util::stderr(&out)
+    );
+    // A TDX guest with it: no quotes, and not for want of CONFIG_TSM_REPORTS.
+    std::fs::remove_file(root.path().join("dev/sev-guest")).unwrap();
+    std::fs::write(root.path().join("dev/tdx_guest"), b"").unwrap();
+    let (out, v) = probe(root.path(), true);
+    assert_exit(&out, 5);
+    let reason = v["reason"].as_str().unwrap();
+    assert!(
+        reason.contains("whose configfs-tsm does not work"),
+        "{reason}"
+    );
+    assert!(!reason.contains("CONFIG_TSM_REPORTS"), "{reason}");
 }
 
 /// A TPM whose helper dies on the first request is broken, and says how:

@@ -15,6 +15,7 @@ use sev::firmware::guest::AttestationReport;
 use sev::firmware::host::{CertTableEntry, CertType};
 
 use crate::binding::Binding;
+use crate::root;
 use crate::sevguest::{SevGuest, SevGuestError};
 use crate::tsm::{self, TsmError, BUSY_WAITS};
 
@@ -108,9 +109,11 @@ fn usable(
     }
 }
 
-/// configfs-tsm first, then the ioctl device.
+/// configfs-tsm first, then the ioctl device: when configfs-tsm is absent,
+/// and also when it refuses us (a sandbox that left it read-only, say) and
+/// the device is there.
 pub fn collect(report_data: &[u8; 64]) -> Result<Raw> {
-    match tsm::request("sev_guest", report_data, Some(VMPL)) {
+    let why_device = match tsm::request("sev_guest", report_data, Some(VMPL)) {
         Ok(blobs) => {
             return Ok(Raw {
                 report: blobs.outblob,
@@ -118,10 +121,20 @@ pub fn collect(report_data: &[u8; 64]) -> Result<Raw> {
                 source: "configfs-tsm".into(),
             })
         }
-        Err(TsmError::Absent(_) | TsmError::NoProvider(_)) => {}
+        Err(TsmError::Absent(_) | TsmError::NoProvider(_)) => "no configfs-tsm".to_owned(),
+        Err(e @ (TsmError::Denied(_) | TsmError::Io { .. }))
+            if root::path(root::SEV_GUEST).exists() =>
+        {
+            log::warn!(
+                "configfs-tsm failed ({e}); trying {} instead",
+                root::SEV_GUEST
+            );
+            format!("configfs-tsm failed ({e})")
+        }
         Err(e) => return Err(e).context("request an SNP report through configfs-tsm"),
-    }
-    let device = SevGuest::open().context("no configfs-tsm; open the SNP guest device")?;
+    };
+    let device =
+        SevGuest::open().with_context(|| format!("{why_device}; open the SNP guest device"))?;
     let source = device.path().display().to_string();
     let (report, certs) = busy_retry(|| match device.ext_report(report_data, VMPL) {
         Err(SevGuestError::Io { source: e, .. })
