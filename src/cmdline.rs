@@ -93,57 +93,75 @@ pub fn parse(cmdline: &str, initrd: bool) -> Result<Cmdline, ConfigError> {
         let Some((written, value)) = chosen else {
             continue;
         };
-        let bad = |message: String| ConfigError::Cmdline {
-            key: written.clone(),
-            message,
-        };
-        match key {
-            "enable" => {
-                let on = flag(value.as_deref()).map_err(bad)?;
-                let written = match value {
-                    Some(v) => format!("{written}={v}"),
-                    None => written.clone(),
-                };
-                out.enable = Some(Switch { on, written });
+        match (apply(&mut out, key, written, value), &out.enable) {
+            (Ok(()), _) => {}
+            // The rescue switch works even when another key has a typo
+            // (`enable` comes first in KEYS).
+            (Err(e), Some(switch)) if !switch.on => {
+                log::warn!("{e}; ignored, since {} disables the agent", switch.written)
             }
-            "insecure_http" => out.insecure_http = Some(flag(value.as_deref()).map_err(bad)?),
-            "kbs" => {
-                let urls: Vec<String> = required(value)
-                    .map_err(bad)?
-                    .split(',')
-                    .map(str::to_owned)
-                    .collect();
-                if urls.iter().any(String::is_empty) {
-                    return Err(bad(format!(
-                        "'{}' has an empty URL; separate URLs with single commas",
-                        value.as_deref().unwrap_or_default()
-                    )));
-                }
-                out.kbs = Some(urls);
-            }
-            "kbs_ca" => {
-                let path = PathBuf::from(required(value).map_err(bad)?);
-                if !path.is_absolute() {
-                    return Err(bad(format!(
-                        "'{}' is not an absolute path; give the CA bundle's full path",
-                        path.display()
-                    )));
-                }
-                out.kbs_ca = Some(path);
-            }
-            "tee" => {
-                let name = required(value).map_err(bad)?;
-                let platform = config::platform(name).map_err(bad)?;
-                out.tee = Some(platform);
-            }
-            "timeout" => {
-                let secs = required(value).map_err(bad)?;
-                out.timeout = Some(config::seconds(secs).map_err(bad)?);
-            }
-            _ => {}
+            (Err(e), _) => return Err(e),
         }
     }
     Ok(out)
+}
+
+/// Sets the field of `key` from its value as written.
+fn apply(
+    out: &mut Cmdline,
+    key: &str,
+    written: &str,
+    value: &Option<String>,
+) -> Result<(), ConfigError> {
+    let bad = |message: String| ConfigError::Cmdline {
+        key: written.to_owned(),
+        message,
+    };
+    match key {
+        "enable" => {
+            let on = flag(value.as_deref()).map_err(bad)?;
+            let written = match value {
+                Some(v) => format!("{written}={v}"),
+                None => written.to_owned(),
+            };
+            out.enable = Some(Switch { on, written });
+        }
+        "insecure_http" => out.insecure_http = Some(flag(value.as_deref()).map_err(bad)?),
+        "kbs" => {
+            let urls: Vec<String> = required(value)
+                .map_err(bad)?
+                .split(',')
+                .map(str::to_owned)
+                .collect();
+            if urls.iter().any(String::is_empty) {
+                return Err(bad(format!(
+                    "'{}' has an empty URL; separate URLs with single commas",
+                    value.as_deref().unwrap_or_default()
+                )));
+            }
+            out.kbs = Some(urls);
+        }
+        "kbs_ca" => {
+            let path = PathBuf::from(required(value).map_err(bad)?);
+            if !path.is_absolute() {
+                return Err(bad(format!(
+                    "'{}' is not an absolute path; give the CA bundle's full path",
+                    path.display()
+                )));
+            }
+            out.kbs_ca = Some(path);
+        }
+        "tee" => {
+            let name = required(value).map_err(bad)?;
+            out.tee = Some(config::platform(name).map_err(bad)?);
+        }
+        "timeout" => {
+            let secs = required(value).map_err(bad)?;
+            out.timeout = Some(config::seconds(secs).map_err(bad)?);
+        }
+        _ => {}
+    }
+    Ok(())
 }
 
 /// The command line the agent reads: `/proc/cmdline`, and in the initramfs
@@ -176,9 +194,9 @@ fn read_with(path: impl Fn(&str) -> PathBuf, initrd: bool) -> Result<String> {
         confs.sort();
         confs.push(path("/etc/cmdline"));
         for conf in confs {
-            match std::fs::read_to_string(&conf) {
+            match std::fs::read(&conf) {
                 Ok(line) => {
-                    text.push_str(&line);
+                    text.push_str(&String::from_utf8_lossy(&line));
                     text.push(' ');
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
@@ -187,9 +205,10 @@ fn read_with(path: impl Fn(&str) -> PathBuf, initrd: bool) -> Result<String> {
         }
     }
     let proc = path("/proc/cmdline");
-    let cmdline =
-        std::fs::read_to_string(&proc).with_context(|| format!("read {}", proc.display()))?;
-    text.push_str(&cmdline);
+    // Bytes: a parameter of someone else's that is not UTF-8 must not
+    // stop the agent; its own keys are ASCII.
+    let cmdline = std::fs::read(&proc).with_context(|| format!("read {}", proc.display()))?;
+    text.push_str(&String::from_utf8_lossy(&cmdline));
     Ok(text)
 }
 
@@ -441,6 +460,12 @@ mod tests {
         ] {
             let err = parse(cmdline, initrd).unwrap_err().to_string();
             assert!(err.starts_with(message), "{cmdline:?}: {err}");
+            // The rescue switch still works with the same mistake beside it.
+            let off = parse(&format!("cvm_attest=0 {cmdline}"), initrd);
+            if !cmdline.contains("enable") {
+                let off = off.unwrap();
+                assert!(!off.enable.unwrap().on, "{cmdline:?}");
+            }
         }
     }
 
@@ -465,6 +490,12 @@ mod tests {
         ] {
             std::fs::write(root.join(file), text).unwrap();
         }
+        // Someone else's parameter that is not UTF-8 is no reason to fail.
+        std::fs::write(
+            root.join("proc/cmdline"),
+            b"ro x=\xe9 cvm_attest.timeout=7\n",
+        )
+        .unwrap();
         let path = |abs: &str| root.join(abs.trim_start_matches('/'));
         for (initrd, kbs, tee, timeout) in [
             (
