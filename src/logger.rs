@@ -100,7 +100,7 @@ pub fn init(verbosity: u8, quiet: bool) {
         (false, 2) => (LevelFilter::Trace, LevelFilter::Info),
         (false, _) => (LevelFilter::Trace, LevelFilter::Trace),
     };
-    let journal = std::env::var_os("JOURNAL_STREAM").is_some();
+    let journal = stderr_is_journal();
     let logger = Logger {
         ours,
         others,
@@ -110,6 +110,29 @@ pub fn init(verbosity: u8, quiet: bool) {
     if log::set_boxed_logger(Box::new(logger)).is_ok() {
         log::set_max_level(ours.max(others));
     }
+}
+
+/// Whether stderr is journald's stream, as systemd.exec(5) says to tell:
+/// `JOURNAL_STREAM` is "DEVICE:INODE" of the stream it handed over, which
+/// stderr still is unless someone redirected it.
+fn stderr_is_journal() -> bool {
+    use std::os::fd::AsFd;
+    use std::os::unix::fs::MetadataExt;
+    let Some(value) = std::env::var_os("JOURNAL_STREAM") else {
+        return false;
+    };
+    let Some((dev, ino)) = value.to_str().and_then(|v| v.split_once(':')) else {
+        return false;
+    };
+    let (Ok(dev), Ok(ino)) = (dev.parse::<u64>(), ino.parse::<u64>()) else {
+        return false;
+    };
+    let Ok(fd) = std::io::stderr().as_fd().try_clone_to_owned() else {
+        return false;
+    };
+    std::fs::File::from(fd)
+        .metadata()
+        .is_ok_and(|m| m.dev() == dev && m.ino() == ino)
 }
 
 #[cfg(test)]

@@ -185,3 +185,38 @@ fn an_output_that_is_not_a_regular_file_is_refused() {
     assert!(!dir.join("default/luks/root").exists());
     assert!(w.kbs.requests().is_empty(), "refused before any traffic");
 }
+
+/// Journal priority prefixes only when stderr is the stream JOURNAL_STREAM
+/// names (its device and inode, systemd.exec(5)); a stderr redirected
+/// elsewhere gets plain lines.
+#[test]
+fn journal_prefixes_only_on_the_journal_stream() {
+    use std::os::fd::{FromRawFd, OwnedFd};
+    use std::os::unix::fs::MetadataExt;
+    let run = |journal_stream: &dyn Fn(&std::fs::File) -> String| {
+        let mut fds = [0; 2];
+        // SAFETY: pipe(2) fills the two-element array it is given.
+        assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
+        // SAFETY: both descriptors are fresh and owned by nothing else.
+        let (read, write) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+        let write = std::fs::File::from(write);
+        let stream = journal_stream(&write);
+        let out = agent_cmd(&["decode", "/nonexistent/report"])
+            .env("JOURNAL_STREAM", stream)
+            .stderr(write)
+            .output()
+            .unwrap();
+        assert_exit(&out, 1);
+        let mut text = String::new();
+        std::io::Read::read_to_string(&mut std::fs::File::from(read), &mut text).unwrap();
+        text
+    };
+    let this_pipe = |f: &std::fs::File| {
+        let m = f.metadata().unwrap();
+        format!("{}:{}", m.dev(), m.ino())
+    };
+    let text = run(&this_pipe);
+    assert!(text.starts_with("<3>"), "{text}");
+    let text = run(&|_| "1:1".to_owned());
+    assert!(text.starts_with("error: "), "{text}");
+}
