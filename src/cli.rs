@@ -21,7 +21,8 @@ use crate::resource::ResourcePath;
 )]
 #[command(
     after_help = "Logs go to stderr; stdout only carries what a command prints on purpose.\n\
-Exit codes: 0 done, 1 failure, 2 bad arguments, 3 the KBS refused, 4 the KBS unreachable or failing."
+Exit codes: 0 done, 1 failure, 2 bad arguments, 3 the KBS refused, 4 the KBS unreachable or failing,\n\
+5 no usable TEE (`cvm-attest probe` says why)."
 )]
 pub struct Cli {
     /// More detail on stderr: -v debug, -vv trace, -vvv also the HTTP and TLS libraries
@@ -121,7 +122,7 @@ pub struct ProbeArgs {
     #[arg(long)]
     pub json: bool,
     /// TPM Command Transmission Interface [default: device:/dev/tpmrm0]
-    #[arg(long, value_name = "TCTI")]
+    #[arg(long, value_name = "TCTI", value_parser = tcti)]
     pub tcti: Option<String>,
 }
 
@@ -167,7 +168,7 @@ pub struct TeeArgs {
     #[arg(long, value_enum)]
     pub tee: Option<Platform>,
     /// TPM device, as a device TCTI [default: device:/dev/tpmrm0]
-    #[arg(long, value_name = "TCTI")]
+    #[arg(long, value_name = "TCTI", value_parser = tcti)]
     pub tcti: Option<String>,
     /// Persistent handle of the attestation key for --tee tpm [default: 0x81010002, or a new AK under the EK]
     #[arg(long, value_name = "HANDLE", value_parser = handle)]
@@ -225,6 +226,12 @@ fn handle(s: &str) -> Result<u32, String> {
         .unwrap_or(s);
     u32::from_str_radix(digits, 16)
         .map_err(|_| format!("'{s}' is not a hex handle like 0x81010002"))
+}
+
+fn tcti(s: &str) -> Result<String, String> {
+    crate::tpm::device_path(s)
+        .map(|_| s.to_owned())
+        .map_err(|e| e.to_string())
 }
 
 fn secs(s: &str) -> Result<Duration, String> {

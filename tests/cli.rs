@@ -15,7 +15,14 @@ fn version_and_help_read_well() {
     let out = agent(&["--help"]);
     assert_exit(&out, 0);
     let help = String::from_utf8(out.stdout).unwrap();
-    for needle in ["get", "evidence", "Exit codes", "--verbose", "--quiet"] {
+    for needle in [
+        "get",
+        "evidence",
+        "Exit codes",
+        "5 no usable TEE",
+        "--verbose",
+        "--quiet",
+    ] {
         assert!(
             help.contains(needle),
             "{needle} missing from --help:\n{help}"
@@ -184,6 +191,31 @@ fn an_output_that_is_not_a_regular_file_is_refused() {
     assert_fails_with(&out, 2, "default/key/k0 is not a regular file");
     assert!(!dir.join("default/luks/root").exists());
     assert!(w.kbs.requests().is_empty(), "refused before any traffic");
+}
+
+/// Only device TCTIs are supported: anything else is a bad argument,
+/// before any TPM, network or TEE work.
+#[test]
+fn a_tcti_that_is_not_a_device_is_a_bad_argument() {
+    for args in [
+        &["probe", "--tcti", "swtpm:port=2321"][..],
+        &[
+            "get",
+            "--kbs",
+            "https://127.0.0.1:1",
+            "--tcti",
+            "mssim:",
+            "a/b/c",
+        ],
+        &["evidence", "--tcti", "device:relative/tpm"],
+    ] {
+        let out = agent(args);
+        assert_fails_with(
+            &out,
+            2,
+            "is not supported: give the TPM device node as device:PATH",
+        );
+    }
 }
 
 /// Journal priority prefixes only when stderr is the stream JOURNAL_STREAM

@@ -449,8 +449,9 @@ fn bad_vtpm_and_imds_inputs_fail_clearly() {
         "device",
         "device:tpmrm0",
     ] {
+        // A bad argument (2), refused before the TPM is touched.
         let out = evidence(&["--tee", "tpm", "--tcti", tcti]);
-        assert_fails_with(&out, 1, &format!("TCTI '{tcti}' is not supported"));
+        assert_fails_with(&out, 2, &format!("TCTI '{tcti}' is not supported"));
         assert!(
             stderr(&out).contains("device:/dev/tpmrm0"),
             "{}",

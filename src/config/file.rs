@@ -244,6 +244,10 @@ fn apply_tee(src: &Source, tee: RawTee, config: &mut Config) -> Result<(), Confi
                     .at(value.span(), key)
                     .error("is an empty string; give a value or leave the key out"));
             }
+            if key == "tee.tcti" {
+                crate::tpm::device_path(value.get_ref())
+                    .map_err(|e| src.at(value.span(), key).error(e.to_string()))?;
+            }
             *slot = Some(value.into_inner());
         }
     }

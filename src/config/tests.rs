@@ -502,6 +502,7 @@ fn every_refusal_names_file_line_and_key() {
         ("[kbs]\ntimeout = \"300\"\n", 2, "kbs.timeout: invalid type: string \"300\", expected u64"),
         ("[tee]\ntype = \"sev\"\n", 2, "tee.type: unknown TEE 'sev'; use one of snp, tdx, az-snp-vtpm, az-tdx-vtpm, tpm, sample"),
         ("[tee]\nak-handle = \"0x1\"\n", 2, "tee.ak-handle: is not a persistent TPM handle"),
+        ("[tee]\ntcti = \"swtpm:port=2321\"\n", 2, "tee.tcti: TCTI 'swtpm:port=2321' is not supported: give the TPM device node as device:PATH"),
         ("[kbs]\ntimeout = 0\n", 2, "kbs.timeout: 0 seconds is no time at all"),
         ("[kbs]\nca = \"ca.pem\"\n", 2, "kbs.ca: 'ca.pem' is not an absolute path"),
         // KBS URLs.
