@@ -908,6 +908,14 @@ impl Machine {
         .unwrap();
     }
 
+    /// `cvm-attest cleanup`, as the initramfs unit's ExecStop runs it.
+    fn cleanup(&self) -> Output {
+        unit_cmd(&["cleanup", "--initrd"])
+            .env("CVM_ATTEST_ROOT", self.path(""))
+            .output()
+            .unwrap()
+    }
+
     /// A key file as an earlier run (the initramfs) left it: 0400.
     fn key_file(&self, volume: &str, data: &[u8]) -> PathBuf {
         let dir = self.path("run/cryptsetup-keys.d");
@@ -1017,13 +1025,7 @@ fn cleanup_wipes_the_key_files_of_open_volumes_only() {
     // (no process has a PID above the kernel's limit).
     let stale = m.path("run/cryptsetup-keys.d/.root.key.cvm-attest-old-99999999");
     std::fs::write(&stale, key).unwrap();
-    let cleanup = || {
-        unit_cmd(&["cleanup", "--initrd"])
-            .env("CVM_ATTEST_ROOT", m.path(""))
-            .output()
-            .unwrap()
-    };
-    let out = cleanup();
+    let out = m.cleanup();
     assert_exit(&out, 0);
     assert!(!root.exists(), "{}", stderr(&out));
     assert!(!stale.exists(), "{}", stderr(&out));
@@ -1032,9 +1034,9 @@ fn cleanup_wipes_the_key_files_of_open_volumes_only() {
     assert_eq!(std::fs::read(&other).unwrap(), b"not ours");
 
     // Nothing left to do is no error; a key "file" that is a directory is.
-    assert_exit(&cleanup(), 0);
+    assert_exit(&m.cleanup(), 0);
     std::fs::create_dir(&root).unwrap();
-    let out = cleanup();
+    let out = m.cleanup();
     assert_fails_with(
         &out,
         1,
@@ -1068,13 +1070,7 @@ fn a_key_file_crypttab_names_for_a_closed_volume_is_kept() {
         "root UUID=1 none\ndata UUID=2 /run/cryptsetup-keys.d/root.key luks\n",
     )
     .unwrap();
-    let cleanup = || {
-        unit_cmd(&["cleanup", "--initrd"])
-            .env("CVM_ATTEST_ROOT", m.path(""))
-            .output()
-            .unwrap()
-    };
-    let out = cleanup();
+    let out = m.cleanup();
     assert_exit(&out, 0);
     assert_eq!(std::fs::read(&root).unwrap(), b"one key for two volumes");
     assert!(
@@ -1083,6 +1079,6 @@ fn a_key_file_crypttab_names_for_a_closed_volume_is_kept() {
         stderr(&out)
     );
     m.open_volume("dm-1", "data");
-    assert_exit(&cleanup(), 0);
+    assert_exit(&m.cleanup(), 0);
     assert!(!root.exists());
 }
