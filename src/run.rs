@@ -38,12 +38,6 @@ pub async fn run(args: RunArgs) -> Result<()> {
         timeout: args.timeout,
     };
     let mut config = load(&args.source, &overrides, initrd)?;
-    let layout = Layout::standard(&config.secrets_dir);
-    // A volume opened already (by the initramfs, or earlier in this boot)
-    // needs no key file, and one left for it goes.
-    let (open, _) = sink::volumes::forget_open(&layout, &config.secrets);
-    let configured = config.secrets.len();
-    config.secrets = sink::volumes::skip_open(std::mem::take(&mut config.secrets), &open);
     if !config.enabled {
         let why = config.disabled_by.as_deref().unwrap_or("the configuration");
         log::info!("disabled by {why}: nothing to do");
@@ -51,6 +45,12 @@ pub async fn run(args: RunArgs) -> Result<()> {
         notify.ready();
         return Ok(());
     }
+    let layout = Layout::standard(&config.secrets_dir);
+    // A volume opened already (by the initramfs, or earlier in this boot)
+    // needs no key file, and one left for it goes.
+    let (open, _) = sink::volumes::forget_open(&layout, &config.secrets);
+    let configured = config.secrets.len();
+    config.secrets = sink::volumes::skip_open(std::mem::take(&mut config.secrets), &open);
     if configured > 0 && config.secrets.is_empty() {
         log::info!("every secret is the key of a volume that is open: nothing to fetch");
         notify.status("nothing to fetch: the volumes are open");

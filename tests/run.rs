@@ -989,6 +989,20 @@ fn an_open_volume_gets_no_key_file_and_loses_the_old_one() {
     assert_exit(&out, 0);
     assert!(!left.exists());
     assert!(w.kbs.requests().is_empty(), "{:?}", w.kbs.requests());
+    // Disabled, `run` does nothing at all (cleanup is the cleanup units' job).
+    m.key_file("root", w.secret("default/luks/root"));
+    m.write_config(&format!(
+        "enable = false\n{}",
+        std::fs::read_to_string(m.path("etc/cvm-attest/config.toml")).unwrap()
+    ));
+    let (disabled, _) = m.run(&[]);
+    assert_exit(&disabled, 0);
+    assert!(
+        stderr(&disabled).contains("disabled by"),
+        "{}",
+        stderr(&disabled)
+    );
+    assert!(left.exists(), "a disabled run touches nothing");
     assert!(
         notes
             .iter()
