@@ -25,7 +25,7 @@ Exit codes: 0 done, 1 failure, 2 bad arguments, 3 the KBS refused, 4 the KBS unr
 5 no usable TEE (`cvm-attest probe` says why)."
 )]
 pub struct Cli {
-    /// More detail on stderr: -v debug, -vv trace, -vvv also the HTTP and TLS libraries
+    /// More detail on stderr: -v debug, -vv trace, -vvv also the libraries' (HTTP, TLS) debug output
     #[arg(short, long, action = ArgAction::Count, global = true, help_heading = "Logging")]
     pub verbose: u8,
     /// Only errors on stderr
@@ -51,7 +51,7 @@ With one resource the secret goes to --output FILE, or to stdout when stdout is 
 (--output - forces stdout). With several, --output names a directory that receives\n\
 DIR/<repo>/<type>/<tag> for each. Files are created with mode 0600, all or none.")]
     Get(GetArgs),
-    /// Print the Attestation body the agent would send for a nonce (no network)
+    /// Print the Attestation body the agent would send for a nonce (no KBS traffic)
     Evidence(EvidenceArgs),
     /// Show which TEE interfaces this guest offers, whether each works, and the platform chosen
     Probe(ProbeArgs),

@@ -1,12 +1,14 @@
 // SPDX-License-Identifier: Apache-2.0
 //! A small stderr logger for the `log` facade.
 //!
-//! Under systemd (`JOURNAL_STREAM` set) each line starts with the sd-daemon
-//! priority prefix (`<3>` error … `<7>` debug, sd-daemon(3)) so journald
-//! records real levels, in the initramfs as after switch-root; by hand the
-//! lines are plain. Standard output is never used: it carries secrets when
-//! asked to. Messages from other crates are shown only from `-vvv` on, and
-//! no module logs key material, tokens, cookies or secret bytes.
+//! When stderr is journald's stream (`JOURNAL_STREAM` names its device and
+//! inode) each line starts with the sd-daemon priority prefix (`<3>` error
+//! … `<7>` debug, sd-daemon(3)) so journald records real levels, in the
+//! initramfs as after switch-root; by hand the lines are plain. Standard
+//! output is never used: it carries secrets when asked to. Other crates'
+//! warnings show at every level, their info from `-vv`, their debug and
+//! trace only from `-vvv`; no module logs key material, tokens, cookies or
+//! secret bytes.
 
 use std::io::Write;
 use std::sync::OnceLock;

@@ -1,8 +1,9 @@
 // SPDX-License-Identifier: Apache-2.0
 //! Reloading or restarting the units that consume delivered secrets, through
 //! the service manager's D-Bus API (`org.freedesktop.systemd1.Manager`,
-//! org.freedesktop.systemd1(5)): `ReloadUnit`, `RestartUnit` or
-//! `ReloadOrRestartUnit` with mode `replace`, then the manager's `JobRemoved`
+//! org.freedesktop.systemd1(5)): `TryRestartUnit` or `ReloadOrTryRestartUnit`
+//! (a unit that is not running reads its secret when it starts) with mode
+//! `replace`, then the manager's `JobRemoved`
 //! signal for the returned job. A job is done only with result `done`; any
 //! other (`failed`, `canceled`, `timeout`, `dependency`, `skipped`) is an
 //! error naming the unit.
