@@ -83,6 +83,7 @@ mod tests {
     use super::{canonical_runtime_data, Binding};
     use crate::testvec::{hex, jwk, DIGEST, NONCE, SAMPLE_REPORT_DATA};
     use base64::{engine::general_purpose::STANDARD, Engine};
+    use kbs_types::TeePubKey;
 
     const JCS: &str = r#"{"additional-evidence":"","nonce":"AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=","tee-pubkey":{"alg":"ECDH-ES+A256KW","crv":"P-256","kty":"EC","x":"FvCPUXLoAJdGS7r0YU1mnMiD2nzn7OjQP3erVPWcoGA","y":"0b31ECFNLbSgcm1Jgks9gp40jbJbrutK33Uu7pjdvvs"}}"#;
 
@@ -122,6 +123,11 @@ mod tests {
         let base = Binding::compute(NONCE, &jwk(), "").unwrap();
         let other_nonce = Binding::compute(&NONCE.replacen('A', "B", 1), &jwk(), "").unwrap();
         let other_ae = Binding::compute(NONCE, &jwk(), "{}").unwrap();
-        assert!(base != other_nonce && base != other_ae);
+        let mut other = jwk();
+        if let TeePubKey::EC { x, .. } = &mut other {
+            x.replace_range(0..1, "G");
+        }
+        let other_key = Binding::compute(NONCE, &other, "").unwrap();
+        assert!(base != other_nonce && base != other_ae && base != other_key);
     }
 }

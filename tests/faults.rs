@@ -156,15 +156,48 @@ fn a_token_refused_twice_is_final_after_one_fresh_session() {
     assert_eq!((s.auth, s.attest, s.resource), (2, 2, 2));
 }
 
+/// The reference KBS's expire knob ends the session the agent holds: its
+/// resource request, already in flight, is refused, and it makes one fresh
+/// session. (Each `get` is its own process with its own session, so the
+/// knob must act during one run to show anything.)
 #[test]
 fn expire_sessions_knob_forces_a_new_session() {
     let w = World::new("expire-knob", 1, |_| {});
-    let out = w.get(&["default/key/k0"]);
-    assert_exit(&out, 0);
+    w.kbs.push_fault(fault(
+        Endpoint::Resource,
+        1,
+        FaultKind::Delay(Duration::from_millis(1500)),
+    ));
+    let child = w
+        .get_cmd(&["default/key/k0"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let waited = std::time::Instant::now();
+    while !w
+        .kbs
+        .requests()
+        .iter()
+        .any(|r| r.path.contains("/resource/"))
+    {
+        assert!(
+            waited.elapsed() < Duration::from_secs(20),
+            "no resource request"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
     w.kbs.expire_sessions();
-    let out = w.get(&["default/key/k0"]);
+    let out = child.wait_with_output().unwrap();
     assert_exit(&out, 0);
-    assert_eq!(w.kbs.stats().auth, 2);
+    assert_eq!(out.stdout, w.secret("default/key/k0"));
+    let s = w.kbs.stats();
+    assert_eq!((s.auth, s.attest, s.resource), (2, 2, 2));
+    assert!(
+        stderr(&out).contains("need a fresh session"),
+        "{}",
+        stderr(&out)
+    );
 }
 
 #[test]

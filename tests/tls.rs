@@ -65,7 +65,12 @@ fn https_multiplexes_over_http2_and_survives_a_dropped_stream() {
     for p in ["default/key/k0", "default/key/k1", "default/key/k2"] {
         assert_eq!(std::fs::read(dir.join(p)).unwrap(), w.secret(p));
     }
-    assert_eq!(w.kbs.stats().resource, 4, "three resources and one retry");
+    let stats = w.kbs.stats();
+    assert_eq!(stats.resource, 4, "three resources and one retry");
+    assert_eq!(
+        stats.connections, 1,
+        "auth, attest and every resource request over one connection"
+    );
     // HTTP/2 carries the authority as a pseudo-header, so no request has a Host header.
     assert!(w
         .kbs

@@ -36,10 +36,27 @@ mod tests {
         SecretKey::from_slice(&[byte; 32]).unwrap()
     }
 
+    /// 1·G is P-256's base point (SEC 2 §2.4.2, FIPS 186-4 D.1.2.3).
     #[test]
-    fn both_sides_agree_and_the_public_key_is_p256s() {
+    fn the_public_key_of_one_is_the_base_point() {
+        use p256::elliptic_curve::sec1::ToEncodedPoint;
+        let mut one = [0u8; 32];
+        one[31] = 1;
+        let g = public_key(&SecretKey::from_slice(&one).unwrap()).to_encoded_point(false);
+        let hex = |b: &[u8]| b.iter().map(|x| format!("{x:02x}")).collect::<String>();
+        assert_eq!(
+            hex(g.x().unwrap()),
+            "6b17d1f2e12c4247f8bce6e563a440f277037d812deb33a0f4a13945d898c296"
+        );
+        assert_eq!(
+            hex(g.y().unwrap()),
+            "4fe342e2fe1a7f9b8ee7eb4a7c0f9e162bce33576b315ececbb6406837bf51f5"
+        );
+    }
+
+    #[test]
+    fn both_sides_agree() {
         let (a, b) = (key(1), key(2));
-        assert_eq!(public_key(&a), a.public_key());
         let ab = diffie_hellman(&a, &public_key(&b));
         let ba = diffie_hellman(&b, &public_key(&a));
         assert_eq!(ab.raw_secret_bytes(), ba.raw_secret_bytes());

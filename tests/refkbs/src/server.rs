@@ -53,6 +53,7 @@ pub async fn serve(
             },
         };
         let _ = stream.set_nodelay(true);
+        state.count_connection();
         let state = state.clone();
         let tls = tls.clone();
         tokio::spawn(async move {

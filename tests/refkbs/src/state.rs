@@ -37,6 +37,8 @@ pub struct Stats {
     pub attest: u64,
     pub resource: u64,
     pub other: u64,
+    /// TCP connections accepted.
+    pub connections: u64,
     /// From request received to response handed to hyper, summed.
     #[serde(rename = "busy_us", serialize_with = "ser_micros")]
     pub busy: Duration,
@@ -149,6 +151,10 @@ impl State {
             Some(Endpoint::Any) | None => stats.other += 1,
         }
         stats.busy += busy;
+    }
+
+    pub(crate) fn count_connection(&self) {
+        lock(&self.stats).connections += 1;
     }
 
     pub fn stats(&self) -> Stats {

@@ -262,12 +262,14 @@ fn happy_path_matches_trustee_shapes() {
         serde_json::from_slice(&URL_SAFE_NO_PAD.decode(parts[0]).expect("b64")).expect("json");
     assert_eq!(header["alg"], "ES256");
     assert_eq!(header["jwk"]["crv"], "P-256");
-    // A second attest returns the stored token.
-    let again = client.send("POST", "/kbs/v0/attest", b"{\"not\":\"checked\"}");
-    assert_eq!(
-        again.status, 401,
-        "body is parsed before the session lookup"
-    );
+    // A second attest on the attested session returns the stored token.
+    let again = client.send("POST", "/kbs/v0/attest", &client.attestation(&nonce));
+    assert_eq!(again.status, 200);
+    assert_eq!(again.json()["token"].as_str(), Some(token.as_str()));
+    // The body is parsed before the session is looked up: a malformed one
+    // is refused even on an attested session.
+    let malformed = client.send("POST", "/kbs/v0/attest", b"{\"not\":\"checked\"}");
+    assert_eq!(malformed.status, 401);
 
     let resource = client.send("GET", "/kbs/v0/resource/default/key/test?x=1", b"");
     assert_eq!(resource.status, 200);
@@ -306,7 +308,8 @@ fn happy_path_matches_trustee_shapes() {
         .iter()
         .any(|r| r.path == "/kbs/v0/resource/default/key/test?x=1"));
     let stats = kbs.stats();
-    assert_eq!((stats.auth, stats.attest, stats.resource), (1, 2, 2));
+    // Three attest requests: the first, the repeat, the malformed one.
+    assert_eq!((stats.auth, stats.attest, stats.resource), (1, 3, 2));
     assert!(stats.busy > Duration::ZERO);
 }
 
