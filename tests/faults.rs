@@ -174,19 +174,7 @@ fn expire_sessions_knob_forces_a_new_session() {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    let waited = std::time::Instant::now();
-    while !w
-        .kbs
-        .requests()
-        .iter()
-        .any(|r| r.path.contains("/resource/"))
-    {
-        assert!(
-            waited.elapsed() < Duration::from_secs(20),
-            "no resource request"
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    w.wait_for_request("/resource/");
     w.kbs.expire_sessions();
     let out = child.wait_with_output().unwrap();
     assert_exit(&out, 0);

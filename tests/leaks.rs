@@ -128,30 +128,18 @@ fn the_agent_cannot_dump_core_or_be_read_by_its_user() {
         count: 1,
         kind: FaultKind::Delay(std::time::Duration::from_secs(3)),
     });
-    let plain = w.get_cmd(&["default/key/k0"]);
-    let child = std::process::Command::new("setpriv")
-        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
-        .arg(plain.get_program())
-        .args(plain.get_args())
-        .envs(plain.get_envs().filter_map(|(k, v)| Some((k, v?))))
-        .stdin(std::process::Stdio::null())
+    let nobody = [
+        "setpriv",
+        "--reuid=65534",
+        "--regid=65534",
+        "--clear-groups",
+    ];
+    let child = crate::util::wrapped(&nobody, &w.get_cmd(&["default/key/k0"]))
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    let waited = std::time::Instant::now();
-    while !w
-        .kbs
-        .requests()
-        .iter()
-        .any(|r| r.path.contains("/resource/"))
-    {
-        assert!(
-            waited.elapsed() < std::time::Duration::from_secs(20),
-            "the agent never asked for the resource"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(10));
-    }
+    w.wait_for_request("/resource/");
     use std::os::unix::fs::MetadataExt;
     let mem = std::fs::metadata(format!("/proc/{}/mem", child.id())).unwrap();
     let status = std::fs::read_to_string(format!("/proc/{}/status", child.id())).unwrap();

@@ -175,19 +175,14 @@ resource = "default/key/k3"
 /// that bypass file permissions (`CapabilityBoundingSet=` keeps none), so
 /// that a 0400 file is not writable to it, as on a real machine.
 fn unit_cmd(args: &[&str]) -> std::process::Command {
-    let plain = agent_cmd(args);
-    let mut cmd = std::process::Command::new("setpriv");
-    cmd.args(["--bounding-set", "-dac_override,-dac_read_search", "--"])
-        .arg(plain.get_program())
-        .args(plain.get_args());
-    for (k, v) in plain.get_envs() {
-        match v {
-            Some(v) => cmd.env(k, v),
-            None => cmd.env_remove(k),
-        };
-    }
-    cmd.stdin(std::process::Stdio::null());
-    cmd
+    crate::util::wrapped(
+        &[
+            "setpriv",
+            "--bounding-set",
+            "-dac_override,-dac_read_search",
+        ],
+        &agent_cmd(args),
+    )
 }
 
 /// A NOTIFY_SOCKET drained by a thread, like systemd reads it (the

@@ -82,6 +82,19 @@ impl World {
         agent_cmd(&args)
     }
 
+    /// Waits (up to 20 s) until the KBS has received a request whose path
+    /// contains `part`: for tests that act while the agent waits on it.
+    pub fn wait_for_request(&self, part: &str) {
+        let waited = std::time::Instant::now();
+        while !self.kbs.requests().iter().any(|r| r.path.contains(part)) {
+            assert!(
+                waited.elapsed() < std::time::Duration::from_secs(20),
+                "the KBS saw no request for {part}"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+    }
+
     pub fn out(&self, name: &str) -> PathBuf {
         self.dir.path().join(name)
     }
@@ -90,6 +103,24 @@ impl World {
 /// Runs the agent binary with fast retries and no terminal.
 pub fn agent(args: &[&str]) -> Output {
     agent_cmd(args).output().expect("run cvm-attest")
+}
+
+/// `cmd` run under `wrapper` (a program and its options, e.g. setpriv's):
+/// the same program, arguments and environment, stdin closed.
+pub fn wrapped(wrapper: &[&str], cmd: &Command) -> Command {
+    let mut out = Command::new(wrapper[0]);
+    out.args(&wrapper[1..])
+        .arg("--")
+        .arg(cmd.get_program())
+        .args(cmd.get_args());
+    for (k, v) in cmd.get_envs() {
+        match v {
+            Some(v) => out.env(k, v),
+            None => out.env_remove(k),
+        };
+    }
+    out.stdin(Stdio::null());
+    out
 }
 
 pub fn agent_cmd(args: &[&str]) -> Command {
