@@ -15,7 +15,7 @@
 
 use aes_kw::KekAes256;
 use base64::{engine::general_purpose::URL_SAFE_NO_PAD, Engine};
-use cvm_attest_ec::{PublicKey, SecretKey};
+use cvm_attest_ec::SecretKey;
 use ring::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_256_GCM};
 use ring::digest::{Context, SHA256};
 use serde::Deserialize;
@@ -89,15 +89,11 @@ pub fn decrypt(secret: &SecretKey, response: &JweResponse) -> Result<Zeroizing<V
     }
     let epk = epk.ok_or(JweError::Malformed("epk missing"))?;
     let (x, y) = (b64("epk.x", &epk.x)?, b64("epk.y", &epk.y)?);
-    if x.len() != 32 || y.len() != 32 {
+    let (Ok(x), Ok(y)) = (<[u8; 32]>::try_from(&x[..]), <[u8; 32]>::try_from(&y[..])) else {
         return Err(JweError::Malformed("epk coordinates are not 32 bytes"));
-    }
-    let mut sec1 = Vec::with_capacity(65);
-    sec1.push(0x04);
-    sec1.extend_from_slice(&x);
-    sec1.extend_from_slice(&y);
-    let epk = PublicKey::from_sec1_bytes(&sec1)
-        .map_err(|_| JweError::Malformed("epk is not a P-256 point"))?;
+    };
+    let epk =
+        cvm_attest_ec::peer_point(&x, &y).ok_or(JweError::Malformed("epk is not a P-256 point"))?;
 
     // Z: the x-coordinate of d·EPK (the SharedSecret zeroizes itself).
     let shared = cvm_attest_ec::diffie_hellman(secret, &epk);

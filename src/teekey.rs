@@ -12,7 +12,6 @@ use anyhow::{anyhow, Result};
 use base64::{engine::general_purpose::URL_SAFE_NO_PAD, Engine};
 use cvm_attest_ec::SecretKey;
 use kbs_types::TeePubKey;
-use p256::elliptic_curve::sec1::ToEncodedPoint;
 use ring::rand::{SecureRandom, SystemRandom};
 use zeroize::Zeroizing;
 
@@ -53,7 +52,7 @@ impl TeeKey {
 
     /// The JWK sent as `runtime-data.tee-pubkey`.
     pub fn public_jwk(&self) -> TeePubKey {
-        let point = cvm_attest_ec::public_key(&self.secret).to_encoded_point(false);
+        let point = cvm_attest_ec::public_key(&self.secret);
         // Uncompressed points always carry both coordinates, 32 bytes each,
         // left-padded big-endian as the KBS requires.
         let (x, y) = (point.x().map(|c| c.to_vec()), point.y().map(|c| c.to_vec()));
