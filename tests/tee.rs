@@ -187,6 +187,37 @@ fn snp_through_dev_sev_guest_grows_the_certificate_buffer() {
     );
 }
 
+/// A host that publishes only the VCEK: the agent sends what it has, and a
+/// KBS that holds the ASK (Trustee embeds AMD's) accepts it; one that does
+/// not refuses it.
+#[test]
+fn snp_with_only_the_vcek_from_the_host() {
+    if !can_run("snp_with_only_the_vcek_from_the_host") {
+        return;
+    }
+    let root = TempDir::new("snp-vcek-only");
+    let dev = SevGuestEmulator::mount(root.path()).unwrap();
+    dev.knobs().update(|f| f.vcek_only = true);
+    let w = World::new("snp-vcek-only", 2, |c| {
+        c.snp_ark = Some(data("snp-test-pki/ask-ark.pem"))
+    });
+    let out = get_in(&w, root.path(), &["--tee", "snp", "default/key/k0"]);
+    assert_exit(&out, 0);
+    assert_eq!(out.stdout, w.secret("default/key/k0"));
+    let chain = &attest_body(&w)["tee-evidence"]["primary_evidence"]["cert_chain"];
+    let types: Vec<_> = chain
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| &c["cert_type"])
+        .collect();
+    assert_eq!(types, ["VCEK"]);
+
+    let ark_only = world("snp-vcek-only-no-ask");
+    let out = get_in(&ark_only, root.path(), &["--tee", "snp", "default/key/k0"]);
+    assert_fails_with(&out, 3, "the KBS rejected the snp evidence");
+}
+
 #[test]
 fn tdx_through_configfs_tsm_with_the_event_log() {
     if !can_run("tdx_through_configfs_tsm_with_the_event_log") {

@@ -48,7 +48,8 @@ struct Args {
     #[arg(long)]
     quiet: bool,
     /// Trusted AMD root key (PEM or DER) for `snp` evidence; a PEM bundle ASK
-    /// then ARK also trusts the ASK, which `az-snp-vtpm` evidence needs.
+    /// then ARK also trusts the ASK, which evidence without one needs
+    /// (`az-snp-vtpm` always, `snp` from a host that publishes only the VCEK).
     #[arg(long, value_name = "CERT")]
     snp_ark: Option<PathBuf>,
     /// Worker threads; 0 serves everything on one thread

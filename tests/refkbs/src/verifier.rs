@@ -32,8 +32,9 @@ use crate::Config;
 pub(crate) struct Roots {
     /// The AMD root key SNP VCEKs must chain to (no built-in AMD roots here).
     pub(crate) snp_ark: Option<Certificate>,
-    /// The trusted ASK, for `az-snp-vtpm` (whose evidence carries only the
-    /// VCEK): given when the `snp_ark` file is a PEM bundle ASK, then ARK.
+    /// The trusted ASK, for evidence that carries only the VCEK (always for
+    /// `az-snp-vtpm`; for `snp` when the host publishes no ASK): given when
+    /// the `snp_ark` file is a PEM bundle ASK, then ARK.
     pub(crate) snp_ask: Option<Certificate>,
 }
 
@@ -79,7 +80,7 @@ pub(crate) fn verify(
 ) -> Result<Value> {
     match tee {
         Tee::Sample => sample(evidence, report_data),
-        Tee::Snp => snp::verify(evidence, report_data, roots.snp_ark.as_ref()),
+        Tee::Snp => snp::verify(evidence, report_data, roots),
         Tee::Tdx => tdx::verify(evidence, report_data),
         Tee::Tpm => tpm::verify(evidence, report_data),
         Tee::AzSnpVtpm => az_vtpm::verify_snp(evidence, report_data, roots),

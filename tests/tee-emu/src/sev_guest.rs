@@ -37,6 +37,7 @@ use fuser::{
 
 use crate::mount::{file_attr, list_dir, reply_attr, reply_entry, FuseMount};
 use crate::sev_ioctl::{get_ext_report, get_report};
+use crate::snp;
 
 /// `_IOWR('S', 0x0, struct snp_guest_request_ioctl)`.
 pub const SNP_GET_REPORT: u32 = 0xC020_5300;
@@ -73,6 +74,8 @@ pub struct SevGuestFaults {
     pub deny_open: bool,
     /// The host has no certificates: the EXT_REPORT buffer stays zero.
     pub no_certs: bool,
+    /// The host publishes only the VCEK (the verifier holds ASK and ARK).
+    pub vcek_only: bool,
     /// Requests answered so far (both commands, successful or not).
     pub requests: u32,
 }
@@ -86,6 +89,7 @@ impl Default for SevGuestFaults {
             mode: 0o600,
             deny_open: false,
             no_certs: false,
+            vcek_only: false,
             requests: 0,
         }
     }
@@ -190,12 +194,18 @@ impl SevGuestFs {
             set_exitinfo2(&mut io, u64::from(faults.fw_error));
             return (-libc::EIO, io);
         }
-        let no_certs = faults.no_certs;
+        let table = if faults.no_certs {
+            Vec::new()
+        } else if faults.vcek_only {
+            snp::vcek_table()
+        } else {
+            snp::cert_table()
+        };
         drop(faults);
         let result = if cmd == SNP_GET_REPORT {
             get_report(pid, req, resp)
         } else {
-            get_ext_report(pid, req, resp, no_certs, &mut io)
+            get_ext_report(pid, req, resp, table, &mut io)
         };
         match result {
             Ok(rc) => (rc, io),

@@ -33,7 +33,7 @@ pub(crate) fn get_ext_report(
     pid: u32,
     req_addr: u64,
     resp: u64,
-    no_certs: bool,
+    table: Vec<u8>,
     io: &mut [u8; 32],
 ) -> std::io::Result<i32> {
     let mut req = remote::read(pid, req_addr, 112)?;
@@ -46,11 +46,6 @@ pub(crate) fn get_ext_report(
     if certs_len > CERTS_MAX || certs_len % 4096 != 0 {
         return Ok(-libc::EINVAL);
     }
-    let table = if no_certs {
-        Vec::new()
-    } else {
-        snp::cert_table()
-    };
     let needed = (table.len() as u32).div_ceil(4096) * 4096;
     if certs_len < needed {
         io[24..32].copy_from_slice(&VMM_ERR_INVALID_LEN.to_le_bytes());

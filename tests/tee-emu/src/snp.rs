@@ -167,15 +167,24 @@ pub fn report_at_snp_spl(report_data: &[u8; 64], vmpl: u32, spl: Option<u8>) -> 
 
 /// The certificate table with VCEK, ASK and ARK (see the module doc for the layout).
 pub fn cert_table() -> Vec<u8> {
-    let certs: [(&str, &[u8]); 3] = [
+    table_of(&[
         (GUID_VCEK, VCEK_DER),
         (GUID_ASK, ASK_DER),
         (GUID_ARK, ARK_DER),
-    ];
+    ])
+}
+
+/// The table of a host that publishes only the VCEK: the verifier must
+/// hold the ASK and ARK itself, as Trustee does.
+pub fn vcek_table() -> Vec<u8> {
+    table_of(&[(GUID_VCEK, VCEK_DER)])
+}
+
+fn table_of(certs: &[(&str, &[u8])]) -> Vec<u8> {
     let mut table = Vec::new();
     let mut blobs = Vec::new();
     let mut offset = 24 * (certs.len() + 1);
-    for (guid, der) in certs {
+    for &(guid, der) in certs {
         table.extend_from_slice(&guid_bytes(guid));
         table.extend_from_slice(&(offset as u32).to_le_bytes());
         table.extend_from_slice(&(der.len() as u32).to_le_bytes());

@@ -2,8 +2,9 @@
 //! `snp` evidence (kbs-protocol.md §4.2), checked like Trustee's
 //! `deps/verifier/src/snp/mod.rs` `Snp::evaluate`, with one difference: the
 //! VCEK is never fetched from AMD KDS, so it must come in `cert_chain` and
-//! chain (through the ASK in `cert_chain`) to the ARK the refkbs was
-//! configured to trust (`Config::snp_ark`).
+//! chain to the ARK the refkbs was configured to trust (`Config::snp_ark`),
+//! through the ASK in `cert_chain` or, as Trustee falls back to its embedded
+//! ASK, through the trusted ASK (`--snp-ark` given a bundle: ASK, then ARK).
 //!
 //! Rules: report version 3..=5 (v2 is rejected), VMPL 0, the first VCEK or
 //! VLEK of `cert_chain` is the VEK, ARK → ASK → VEK verifies (RSA-PSS, AMD
@@ -16,7 +17,7 @@ use anyhow::{anyhow, bail, Context as _, Result};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::hex;
+use super::{hex, Roots};
 use sev::certs::snp::{ca, Certificate, Chain, Verifiable};
 use sev::firmware::guest::AttestationReport;
 use sev::firmware::host::{CertTableEntry, CertType};
@@ -78,13 +79,9 @@ pub(super) fn check_report(
     Ok(())
 }
 
-/// Verifies `snp` evidence against the expected digest and the trusted ARK.
-pub(super) fn verify(
-    evidence: &Value,
-    expected: &[u8; 48],
-    ark: Option<&Certificate>,
-) -> Result<Value> {
-    let ark = ark.ok_or_else(|| {
+/// Verifies `snp` evidence against the expected digest and the trusted roots.
+pub(super) fn verify(evidence: &Value, expected: &[u8; 48], roots: &Roots) -> Result<Value> {
+    let ark = roots.snp_ark.as_ref().ok_or_else(|| {
         anyhow!("no trusted SNP ARK is configured (refkbs --snp-ark): cannot verify snp evidence")
     })?;
     let evidence = SnpEvidence::deserialize(evidence).context("parse snp evidence")?;
@@ -95,7 +92,13 @@ pub(super) fn verify(
     let vek = cert(&chain, &[CertType::VCEK, CertType::VLEK])
         .ok_or_else(|| anyhow!("cert_chain holds no parsable VCEK or VLEK"))?;
     let ask = cert(&chain, &[CertType::ASK])
-        .ok_or_else(|| anyhow!("cert_chain holds no parsable ASK"))?;
+        .or_else(|| roots.snp_ask.clone())
+        .ok_or_else(|| {
+            anyhow!(
+                "cert_chain holds no parsable ASK and no trusted ASK is configured \
+                 (give --snp-ark a PEM bundle: ASK, then ARK)"
+            )
+        })?;
     if let Some(supplied) = cert(&chain, &[CertType::ARK]) {
         if supplied != *ark {
             bail!("the ARK in cert_chain is not the trusted ARK");
@@ -182,7 +185,7 @@ mod tests {
     use sev::firmware::host::{CertTableEntry, CertType};
     use tee_emu::snp;
 
-    use super::{parse_cert, verify};
+    use super::{parse_cert, verify, Roots};
 
     const DIGEST: [u8; 48] = [0x3c; 48];
 
@@ -208,24 +211,32 @@ mod tests {
         parse_cert(&std::fs::read(snp::pki_dir().join(name)).unwrap()).unwrap()
     }
 
+    /// Trusts the ARK in `name`, and the test ASK when `ask`.
+    fn roots(name: &str, ask: bool) -> Roots {
+        Roots {
+            snp_ark: Some(ark(name)),
+            snp_ask: ask.then(|| ark("ask.pem")),
+        }
+    }
+
     #[test]
     fn accepts_an_emulator_report() {
         let good = evidence(&snp::template(&bound(), 0));
-        let claims = verify(&good, &DIGEST, Some(&ark("ark.pem"))).unwrap();
+        let claims = verify(&good, &DIGEST, &roots("ark.pem", false)).unwrap();
         assert_eq!(claims["version"], 3);
         assert_eq!(claims["measurement"].as_str().unwrap().len(), 96);
         assert_eq!(claims["reported_tcb"]["snp"], 23);
         // The same evidence through the JSON text, as the KBS receives it.
         let text = serde_json::to_string(&good).unwrap();
         let again: Value = serde_json::from_str(&text).unwrap();
-        assert!(verify(&again, &DIGEST, Some(&ark("ark.der"))).is_ok());
+        assert!(verify(&again, &DIGEST, &roots("ark.der", false)).is_ok());
     }
 
     #[test]
     fn rejects_bad_evidence() {
-        let trusted = ark("ark.pem");
+        let trusted = roots("ark.pem", false);
         let check = |ev: &Value| {
-            verify(ev, &DIGEST, Some(&trusted))
+            verify(ev, &DIGEST, &trusted)
                 .map(|_| ())
                 .unwrap_err()
                 .to_string()
@@ -261,18 +272,34 @@ mod tests {
             "the VCEK's hwID is not the report's chip_id"
         );
 
-        let other = ark("other-ark.pem");
-        let err = verify(&good, &DIGEST, Some(&other))
-            .unwrap_err()
-            .to_string();
+        let other = roots("other-ark.pem", false);
+        let err = verify(&good, &DIGEST, &other).unwrap_err().to_string();
         assert!(err.contains("trusted ARK"), "{err}");
         let mut no_ark = good.clone();
         no_ark["cert_chain"].as_array_mut().unwrap().pop();
-        let err = verify(&no_ark, &DIGEST, Some(&other)).unwrap_err();
+        let err = verify(&no_ark, &DIGEST, &other).unwrap_err();
         assert!(format!("{err:#}").contains("ASK"), "{err:#}");
-        assert!(verify(&good, &DIGEST, None)
+        assert!(verify(&good, &DIGEST, &Roots::default())
             .unwrap_err()
             .to_string()
             .contains("--snp-ark"));
+    }
+
+    /// A host that publishes only the VCEK: Trustee takes the ASK from its
+    /// embedded roots, refkbs from its trusted bundle.
+    #[test]
+    fn a_vcek_alone_chains_through_the_trusted_ask() {
+        let mut vcek_only = evidence(&snp::template(&bound(), 0));
+        vcek_only["cert_chain"].as_array_mut().unwrap().truncate(1);
+        assert!(verify(&vcek_only, &DIGEST, &roots("ark.pem", true)).is_ok());
+        let err = verify(&vcek_only, &DIGEST, &roots("ark.pem", false)).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "cert_chain holds no parsable ASK and no trusted ASK is configured \
+             (give --snp-ark a PEM bundle: ASK, then ARK)"
+        );
+        // The trusted ASK does not stand in for an ARK it was not signed by.
+        let err = verify(&vcek_only, &DIGEST, &roots("other-ark.pem", true)).unwrap_err();
+        assert!(format!("{err:#}").contains("trusted ARK"), "{err:#}");
     }
 }
