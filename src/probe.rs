@@ -217,7 +217,19 @@ fn configfs_tsm() -> (Check, Option<String>) {
                 "configfs-tsm",
                 &path,
                 State::Absent,
-                "configfs is not mounted on /sys/kernel/config",
+                "no /sys/kernel/config: kernel without configfs (CONFIG_CONFIGFS_FS)",
+            ),
+            None,
+        ),
+        // The kernel makes /sys/kernel/config whenever it has configfs; it
+        // stays a sysfs directory until something mounts configfs on it.
+        Err(TsmError::Absent(_)) if configfs_unmounted() => (
+            check(
+                "configfs-tsm",
+                &path,
+                State::Absent,
+                "configfs is not mounted on /sys/kernel/config \
+                 (mount -t configfs none /sys/kernel/config)",
             ),
             None,
         ),
@@ -243,6 +255,12 @@ fn configfs_tsm() -> (Check, Option<String>) {
             None,
         ),
     }
+}
+
+/// Whether /sys/kernel/config is still the bare sysfs mount point.
+fn configfs_unmounted() -> bool {
+    const SYSFS_MAGIC: i64 = 0x6265_6572;
+    crate::sink::file::fs_magic(&root::path(root::CONFIGFS)).is_ok_and(|m| m == SYSFS_MAGIC)
 }
 
 fn sev_guest() -> Check {

@@ -48,7 +48,7 @@ fn nothing_found_says_why_and_exits_5() {
         .contains("no TEE interface found"));
     assert_eq!(
         state(&v, "configfs-tsm").1,
-        "configfs is not mounted on /sys/kernel/config"
+        "no /sys/kernel/config: kernel without configfs (CONFIG_CONFIGFS_FS)"
     );
     assert_eq!(state(&v, "sev-guest device").0, "absent");
     // The text form says the same, one line per interface.
@@ -60,6 +60,21 @@ fn nothing_found_says_why_and_exits_5() {
     );
     assert_eq!(text.lines().count(), 6, "{text}");
     assert!(out.stderr.is_empty(), "probe's answer is on stdout only");
+}
+
+/// A kernel with configfs makes /sys/kernel/config in sysfs; until configfs
+/// is mounted there, it is a sysfs directory (here: another one, as this
+/// host has no configfs).
+#[test]
+fn configfs_left_unmounted_is_named() {
+    let root = TempDir::new("probe-configfs-unmounted");
+    std::fs::create_dir_all(root.path().join("sys/kernel")).unwrap();
+    std::os::unix::fs::symlink("/sys/kernel", root.path().join("sys/kernel/config")).unwrap();
+    let (_, v) = probe(root.path(), true);
+    assert_eq!(
+        state(&v, "configfs-tsm").1,
+        "configfs is not mounted on /sys/kernel/config (mount -t configfs none /sys/kernel/config)"
+    );
 }
 
 #[test]
