@@ -252,4 +252,27 @@ mod tests {
             .to_string()
             .contains("protected is not base64url"));
     }
+
+    #[test]
+    fn an_epk_off_the_curve_or_of_the_wrong_size_is_refused() {
+        let header = |x: &[u8], y: &[u8]| {
+            let (x, y) = (URL_SAFE_NO_PAD.encode(x), URL_SAFE_NO_PAD.encode(y));
+            URL_SAFE_NO_PAD.encode(format!(
+                r#"{{"alg":"ECDH-ES+A256KW","enc":"A256GCM","epk":{{"crv":"P-256","kty":"EC","x":"{x}","y":"{y}"}}}}"#
+            ))
+        };
+        for (x, y, reason) in [
+            (&[1u8; 32][..], &[2u8; 32][..], "epk is not a P-256 point"),
+            (&[0; 32], &[0; 32], "epk is not a P-256 point"),
+            (&[1; 31], &[2; 32], "epk coordinates are not 32 bytes"),
+            (&[1; 32], &[2; 33], "epk coordinates are not 32 bytes"),
+        ] {
+            let mut v = vector();
+            v.protected = header(x, y);
+            assert_eq!(
+                key().decrypt(&v).unwrap_err().to_string(),
+                format!("the KBS sent a malformed JWE: {reason}")
+            );
+        }
+    }
 }

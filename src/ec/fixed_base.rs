@@ -129,8 +129,9 @@ mod tests {
         assert_eq!(got, expected, "scalar {:x?}", scalar.to_bytes());
     }
 
-    /// Scalars whose digits reach every entry: 0 and 15 in every window,
-    /// each digit alone, the largest scalar (n - 1) and a thousand others.
+    /// Scalars whose digits reach every entry: each digit 1 to 15 in every
+    /// window (0x11…1 to 0xee…e, and 0x0f…f), 0 in all but one, the largest
+    /// scalar (n - 1) and a thousand others.
     #[test]
     fn agrees_with_the_generic_multiplication() {
         for hex in [
