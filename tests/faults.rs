@@ -4,7 +4,8 @@
 use std::time::Duration;
 
 use crate::util::{
-    assert_exit, assert_fails_with, stderr, Endpoint, Fault, FaultKind, Policy, Rule, World,
+    assert_exit, assert_fails_with, assert_logged, stderr, Endpoint, Fault, FaultKind, Policy,
+    Rule, World,
 };
 
 fn fault(endpoint: Endpoint, count: u32, kind: FaultKind) -> Fault {
@@ -109,11 +110,7 @@ fn expired_session_gets_one_fresh_handshake() {
     );
     let s = w.kbs.stats();
     assert_eq!((s.auth, s.attest, s.resource), (2, 2, 2));
-    assert!(
-        stderr(&out).contains("need a fresh session"),
-        "{}",
-        stderr(&out)
-    );
+    assert_logged(&out, "need a fresh session");
 }
 
 #[test]
@@ -130,11 +127,7 @@ fn expired_token_gets_one_fresh_handshake() {
     assert_eq!(out.stdout, w.secret("default/key/k0"));
     let s = w.kbs.stats();
     assert_eq!((s.auth, s.attest, s.resource), (2, 2, 2));
-    assert!(
-        stderr(&out).contains("TokenVerifierError"),
-        "{}",
-        stderr(&out)
-    );
+    assert_logged(&out, "TokenVerifierError");
 }
 
 /// A KBS that refuses its own tokens again after a fresh session has a
@@ -147,11 +140,7 @@ fn a_token_refused_twice_is_final_after_one_fresh_session() {
         .push_fault(fault(Endpoint::Resource, 10, FaultKind::TokenVerifierError));
     let out = w.get(&["default/key/k0"]);
     assert_fails_with(&out, 3, "still refused after 1 fresh session(s)");
-    assert!(
-        stderr(&out).contains("check the KBS token verifier configuration"),
-        "{}",
-        stderr(&out)
-    );
+    assert_logged(&out, "check the KBS token verifier configuration");
     let s = w.kbs.stats();
     assert_eq!((s.auth, s.attest, s.resource), (2, 2, 2));
 }
@@ -181,11 +170,7 @@ fn expire_sessions_knob_forces_a_new_session() {
     assert_eq!(out.stdout, w.secret("default/key/k0"));
     let s = w.kbs.stats();
     assert_eq!((s.auth, s.attest, s.resource), (2, 2, 2));
-    assert!(
-        stderr(&out).contains("need a fresh session"),
-        "{}",
-        stderr(&out)
-    );
+    assert_logged(&out, "need a fresh session");
 }
 
 #[test]

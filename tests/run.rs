@@ -12,8 +12,8 @@ use std::process::Output;
 use std::time::Duration;
 
 use crate::util::{
-    agent_cmd, assert_exit, assert_fails_with, data, stderr, Endpoint, Fault, FaultKind, TempDir,
-    Tmpfs, World,
+    agent_cmd, assert_exit, assert_fails_with, assert_logged, data, stderr, Endpoint, Fault,
+    FaultKind, TempDir, Tmpfs, World,
 };
 
 /// A re-rooted machine: tmpfs /run, /etc/cvm-attest/config.toml, passwd/group.
@@ -364,11 +364,7 @@ fn five_secrets_reach_their_sinks() {
     let inode = std::fs::metadata(&file).unwrap().ino();
     let (out, _) = m.run_env(&[], &[("DBUS_SYSTEM_BUS_ADDRESS", systemd.address())]);
     assert_exit(&out, 0);
-    assert!(
-        stderr(&out).contains("1 destination(s) written, 4 unchanged"),
-        "{}",
-        stderr(&out)
-    );
+    assert_logged(&out, "1 destination(s) written, 4 unchanged");
     assert_eq!(std::fs::metadata(&file).unwrap().ino(), inode);
     // The logon key is always replaced (it cannot be read back to compare),
     // but no unit's secret changed: no unit was acted on again.
@@ -415,10 +411,9 @@ fn the_initramfs_run_delivers_and_leaves_units_to_the_real_root() {
         &[("CVM_ATTEST_UNITS_HELPER", absent.to_str().unwrap())],
     );
     assert_exit(&out, 0);
-    assert!(
-        stderr(&out).contains("in the initramfs: 1 unit action(s) left to the real root"),
-        "{}",
-        stderr(&out)
+    assert_logged(
+        &out,
+        "in the initramfs: 1 unit action(s) left to the real root",
     );
     assert!(
         !notes.iter().any(|n| n.starts_with("STATUS=reloading")),
@@ -478,11 +473,7 @@ fn a_missing_failing_or_hanging_units_helper_is_a_clear_error() {
 
     let out = with_helper(&data("units-helper/hang.sh"));
     assert_fails_with(&out, 1, "hang.sh did not finish within ");
-    assert!(
-        stderr(&out).contains("it ended (killed: signal: 9 (SIGKILL))"),
-        "{}",
-        stderr(&out)
-    );
+    assert_logged(&out, "it ended (killed: signal: 9 (SIGKILL))");
 }
 
 #[test]
@@ -530,11 +521,7 @@ fn a_full_tmpfs_leaves_no_partial_file() {
     );
     let (out, _) = m.run(&[]);
     assert_fails_with(&out, 1, "run/cvm-attest/big.key");
-    assert!(
-        stderr(&out).contains("No space left on device"),
-        "{}",
-        stderr(&out)
-    );
+    assert_logged(&out, "No space left on device");
     let leftovers: Vec<_> = std::fs::read_dir(m.path("run/cvm-attest"))
         .unwrap()
         .filter_map(|e| e.ok())
@@ -596,11 +583,7 @@ fn a_directory_that_cannot_be_made_searchable_is_a_clear_error() {
     };
     let (out, _) = m.run(&[]);
     assert_fails_with(&out, 1, "let the secret's owner search");
-    assert!(
-        stderr(&out).contains("Read-only file system"),
-        "{}",
-        stderr(&out)
-    );
+    assert_logged(&out, "Read-only file system");
 }
 
 /// Under `KeyringMode=private` (a session keyring without `@u`), a later run
@@ -625,18 +608,10 @@ fn a_later_run_in_a_private_session_possesses_the_keys() {
     );
     let (out, _) = m.run_with(&[], &[], true);
     assert_exit(&out, 0);
-    assert!(
-        stderr(&out).contains("1 destination(s) written, 0 unchanged"),
-        "{}",
-        stderr(&out)
-    );
+    assert_logged(&out, "1 destination(s) written, 0 unchanged");
     let (out, _) = m.run_with(&[], &[], true);
     assert_exit(&out, 0);
-    assert!(
-        stderr(&out).contains("0 destination(s) written, 1 unchanged"),
-        "{}",
-        stderr(&out)
-    );
+    assert_logged(&out, "0 destination(s) written, 1 unchanged");
     let ring = keyutils::Keyring::attach(keyutils::SpecialKeyring::User)
         .unwrap()
         .read()
@@ -799,7 +774,7 @@ fn a_kbs_asking_for_quiet_is_not_asked_again_and_again() {
     ));
     let (out, notes) = m.run(&[]);
     assert_fails_with(&out, 4, "no KBS answered within the 3s deadline");
-    assert!(stderr(&out).contains("HTTP 503"), "{}", stderr(&out));
+    assert_logged(&out, "HTTP 503");
     // Once per URL in the list, then the 60 s asked for outlast the run.
     assert_eq!(w.kbs.stats().auth, 2);
     assert!(!notes.iter().any(|n| n.starts_with("READY=1")));
@@ -840,20 +815,20 @@ fn configuration_errors_name_file_line_and_key() {
     m.write_config("[kbs]\nurl = \"http://127.0.0.1:1\"\n\n[[secret]]\nname = \"x\"\nresource = \"default/key\"\n  [[secret.credential]]\n");
     let (out, _) = m.run(&[]);
     assert_fails_with(&out, 2, "config.toml:6");
-    assert!(stderr(&out).contains("resource"), "{}", stderr(&out));
+    assert_logged(&out, "resource");
     // A configuration that cannot be read is local I/O: exit 1, naming it.
     std::fs::remove_file(m.path("etc/cvm-attest/config.toml")).unwrap();
     std::fs::create_dir(m.path("etc/cvm-attest/config.toml")).unwrap();
     let (out, _) = m.run(&[]);
     assert_fails_with(&out, 1, "read ");
-    assert!(stderr(&out).contains("config.toml"), "{}", stderr(&out));
+    assert_logged(&out, "config.toml");
     std::fs::remove_dir(m.path("etc/cvm-attest/config.toml")).unwrap();
     // Disabled on the kernel command line: nothing to do, success.
     std::fs::create_dir_all(m.path("proc")).unwrap();
     std::fs::write(m.path("proc/cmdline"), "quiet cvm_attest=0\n").unwrap();
     let (out, notes) = m.run(&[]);
     assert_exit(&out, 0);
-    assert!(stderr(&out).contains("disabled by"), "{}", stderr(&out));
+    assert_logged(&out, "disabled by");
     assert!(notes.iter().any(|n| n.trim_end() == "READY=1"));
 }
 
@@ -882,11 +857,7 @@ fn an_exhausted_keyring_quota_is_a_clear_error() {
         1,
         "the kernel key quota of this user is exhausted (EDQUOT)",
     );
-    assert!(
-        stderr(&out).contains("deliver secret 'big'"),
-        "{}",
-        stderr(&out)
-    );
+    assert_logged(&out, "deliver secret 'big'");
     // Nothing was delivered: no such key among those nobody can see.
     let keys = std::process::Command::new("cat")
         .arg("/proc/keys")

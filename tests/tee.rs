@@ -14,7 +14,9 @@ use sev::certs::snp::{Certificate, Verifiable};
 use sev::firmware::guest::AttestationReport;
 use tee_emu::{can_run, Provider, SevGuestEmulator, TsmEmulator};
 
-use crate::util::{agent_cmd, assert_exit, assert_fails_with, data, stderr, TempDir, World};
+use crate::util::{
+    agent_cmd, assert_exit, assert_fails_with, assert_logged, data, stderr, TempDir, World,
+};
 
 fn world(name: &str) -> World {
     World::new(name, 2, |c| c.snp_ark = Some(data("snp-test-pki/ark.pem")))
@@ -87,13 +89,10 @@ fn a_stale_vcek_from_the_host_is_left_out() {
     tsm.knobs().update(|f| f.reported_snp_spl = Some(24));
     let w = world("snp-stale-vcek");
     let out = get_in(&w, root.path(), &["--tee", "snp", "default/key/k0"]);
-    assert!(
-        stderr(&out).contains(
-            "the VCEK from configfs-tsm is not this report's (it is for snpSPL 23, the report's \
-             reported TCB has 24): sending no certificates"
-        ),
-        "{}",
-        stderr(&out)
+    assert_logged(
+        &out,
+        "the VCEK from configfs-tsm is not this report's (it is for snpSPL 23, the report's \
+             reported TCB has 24): sending no certificates",
     );
     let ev = &attest_body(&w)["tee-evidence"]["primary_evidence"];
     assert_eq!(ev["cert_chain"], serde_json::Value::Null);
@@ -111,11 +110,7 @@ fn snp_is_detected_without_tee() {
     let w = world("snp-detect");
     let out = get_in(&w, root.path(), &["default/key/k1"]);
     assert_exit(&out, 0);
-    assert!(
-        stderr(&out).contains("platform: snp (configfs-tsm provider sev_guest)"),
-        "{}",
-        stderr(&out)
-    );
+    assert_logged(&out, "platform: snp (configfs-tsm provider sev_guest)");
     let probe = agent_cmd(&["probe"])
         .env("CVM_ATTEST_ROOT", root.path())
         .output()
@@ -252,10 +247,9 @@ fn tdx_through_configfs_tsm_with_the_event_log() {
     w.kbs.clear_requests();
     let out = get_in(&w, root.path(), &["--tee", "tdx", "default/key/k0"]);
     assert_exit(&out, 0);
-    assert!(
-        stderr(&out).contains("does not match the quote: it does not reproduce the quote's RTMR0"),
-        "{}",
-        stderr(&out)
+    assert_logged(
+        &out,
+        "does not match the quote: it does not reproduce the quote's RTMR0",
     );
     assert_eq!(
         attest_body(&w)["tee-evidence"]["primary_evidence"]["cc_eventlog"],
@@ -278,7 +272,7 @@ fn a_ccel_that_does_not_parse_is_left_out() {
     let w = world("tdx-badlog");
     let out = get_in(&w, root.path(), &["--tee", "tdx", "default/key/k0"]);
     assert_exit(&out, 0);
-    assert!(stderr(&out).contains("does not parse"), "{}", stderr(&out));
+    assert_logged(&out, "does not parse");
     assert_eq!(
         attest_body(&w)["tee-evidence"]["primary_evidence"]["cc_eventlog"],
         serde_json::Value::Null
@@ -317,11 +311,7 @@ fn bad_inputs_fail_clearly() {
     });
     let out = evidence(root.path());
     assert_exit(&out, 0);
-    assert!(
-        stderr(&out).contains("changed under us"),
-        "{}",
-        stderr(&out)
-    );
+    assert_logged(&out, "changed under us");
     tsm.knobs().update(|f| f.race = 10);
     let out = evidence(root.path());
     assert_fails_with(&out, 1, "another process wrote to the configfs-tsm report");
@@ -362,11 +352,7 @@ fn bad_inputs_fail_clearly() {
         left.len() == 1 && left[0].starts_with("cvm-attest-") && left[0].ends_with("-0"),
         "{left:?}"
     );
-    assert!(
-        stderr(&out).contains(&format!("{} exists: trying the next name", left[0])),
-        "{}",
-        stderr(&out)
-    );
+    assert_logged(&out, &format!("{} exists: trying the next name", left[0]));
     std::fs::remove_dir(report.join(&left[0])).unwrap();
     // No permission to create an entry.
     tsm.knobs().update(|f| f.deny = true);

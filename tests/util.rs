@@ -146,6 +146,12 @@ pub fn assert_exit(out: &Output, code: i32) {
 #[track_caller]
 pub fn assert_fails_with(out: &Output, code: i32, needle: &str) {
     assert_exit(out, code);
+    assert_logged(out, needle);
+}
+
+/// The agent's stderr holds `needle`; shows the whole of it otherwise.
+#[track_caller]
+pub fn assert_logged(out: &Output, needle: &str) {
     let log = stderr(out);
     assert!(log.contains(needle), "stderr lacks {needle:?}:\n{log}");
 }

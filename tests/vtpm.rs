@@ -17,7 +17,9 @@ use base64::Engine;
 use serde_json::Value;
 use tee_emu::{swtpm, FakeImds, HclKind, Paravisor, Swtpm, TpmDevice};
 
-use crate::util::{agent_cmd, assert_exit, assert_fails_with, data, stderr, TempDir, World};
+use crate::util::{
+    agent_cmd, assert_exit, assert_fails_with, assert_logged, data, stderr, TempDir, World,
+};
 
 const AZURE_AK: u32 = 0x8100_0003;
 const NONCE: &str = "PI0aozgydOubNNe3Vjb0Q9n3+MvpRwe8UuGffNiyBcA=";
@@ -177,11 +179,7 @@ fn tpm_without_a_persisted_ak_makes_one_and_the_kbs_accepts_it() {
     .unwrap();
     assert_exit(&out, 0);
     assert_eq!(out.stdout, w.secret("default/key/k0"));
-    assert!(
-        stderr(&out).contains("creating one under the endorsement key"),
-        "{}",
-        stderr(&out)
-    );
+    assert_logged(&out, "creating one under the endorsement key");
     assert_eq!(
         w.kbs.stats().attest,
         1,
@@ -405,11 +403,7 @@ fn the_hcl_report_is_polled_until_the_paravisor_refreshes_it() {
         &imds,
     ]);
     assert_exit(&out, 0);
-    assert!(
-        stderr(&out).contains("HCL report refreshed after"),
-        "{}",
-        stderr(&out)
-    );
+    assert_logged(&out, "HCL report refreshed after");
     // A paravisor that never refreshes: a clear timeout, no stale evidence.
     az.para.never();
     let out = evidence(&[
@@ -452,11 +446,7 @@ fn bad_vtpm_and_imds_inputs_fail_clearly() {
         // A bad argument (2), refused before the TPM is touched.
         let out = evidence(&["--tee", "tpm", "--tcti", tcti]);
         assert_fails_with(&out, 2, &format!("TCTI '{tcti}' is not supported"));
-        assert!(
-            stderr(&out).contains("device:/dev/tpmrm0"),
-            "{}",
-            stderr(&out)
-        );
+        assert_logged(&out, "device:/dev/tpmrm0");
     }
     let gone = TempDir::new("tpm-gone");
     let dev = TpmDevice::mount(&gone.path().join("dev"), crate::util::closed_port()).unwrap();
