@@ -80,6 +80,27 @@ fn a_policy_engine_failure_on_a_resource_is_retried_in_a_fresh_session() {
     assert_eq!((s.auth, s.attest, s.resource), (2, 2, 2));
 }
 
+/// A 404 problem document: the URL leads to no KBS resource API. Final at
+/// once, with no fresh session (kbs-protocol.md §6).
+#[test]
+fn an_invalid_request_path_is_final_at_once() {
+    let w = World::new("invalid-path", 1, |_| {});
+    w.kbs
+        .push_fault(fault(Endpoint::Resource, 10, FaultKind::InvalidRequestPath));
+    let out = w.get(&["default/key/k0"]);
+    assert_fails_with(
+        &out,
+        3,
+        &format!(
+            "{}/ has no KBS resource endpoint (InvalidRequestPath): check the KBS URL and its \
+             resource plugin",
+            w.kbs.url()
+        ),
+    );
+    let s = w.kbs.stats();
+    assert_eq!((s.auth, s.attest, s.resource), (1, 1, 1));
+}
+
 #[test]
 fn a_policy_engine_failure_that_persists_is_final() {
     let w = World::new("policy-engine-final", 1, |_| {});

@@ -44,6 +44,9 @@ pub enum FaultKind {
     /// Trustee's `TokenVerifierError` document (401), as from a KBS that
     /// cannot verify the tokens it issues.
     TokenVerifierError,
+    /// Trustee's `InvalidRequestPath` document (404), as for a path its
+    /// router cannot split.
+    InvalidRequestPath,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

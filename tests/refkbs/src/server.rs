@@ -204,6 +204,9 @@ async fn faulted(
         Some(FaultKind::NonceMismatch) => route(state, method, path, headers, body, true).await,
         Some(FaultKind::PolicyEngineError) => crate::problem::Problem::PolicyEngine.reply(),
         Some(FaultKind::TokenVerifierError) => crate::problem::Problem::TokenVerifier.reply(),
+        Some(FaultKind::InvalidRequestPath) => {
+            crate::problem::Problem::InvalidRequestPath(path.to_owned()).reply()
+        }
     }
 }
 
