@@ -192,7 +192,8 @@ fn snp_with_only_the_vcek_from_the_host() {
     }
     let root = TempDir::new("snp-vcek-only");
     let dev = SevGuestEmulator::mount(root.path()).unwrap();
-    dev.knobs().update(|f| f.vcek_only = true);
+    dev.knobs()
+        .update(|f| f.certs = tee_emu::snp::HostCerts::VcekOnly);
     let w = World::new("snp-vcek-only", 2, |c| {
         c.snp_ark = Some(data("snp-test-pki/ask-ark.pem"))
     });

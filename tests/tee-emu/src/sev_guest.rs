@@ -72,10 +72,9 @@ pub struct SevGuestFaults {
     pub mode: u16,
     /// `open` fails with `EACCES` for everyone, root included.
     pub deny_open: bool,
-    /// The host has no certificates: the EXT_REPORT buffer stays zero.
-    pub no_certs: bool,
-    /// The host publishes only the VCEK (the verifier holds ASK and ARK).
-    pub vcek_only: bool,
+    /// The certificates the host publishes (none: the EXT_REPORT buffer
+    /// stays zero).
+    pub certs: snp::HostCerts,
     /// Requests answered so far (both commands, successful or not).
     pub requests: u32,
 }
@@ -88,8 +87,7 @@ impl Default for SevGuestFaults {
             fw_error: SEV_RET_INVALID_PARAM,
             mode: 0o600,
             deny_open: false,
-            no_certs: false,
-            vcek_only: false,
+            certs: snp::HostCerts::All,
             requests: 0,
         }
     }
@@ -194,13 +192,7 @@ impl SevGuestFs {
             set_exitinfo2(&mut io, u64::from(faults.fw_error));
             return (-libc::EIO, io);
         }
-        let table = if faults.no_certs {
-            Vec::new()
-        } else if faults.vcek_only {
-            snp::vcek_table()
-        } else {
-            snp::cert_table()
-        };
+        let table = snp::host_table(faults.certs);
         drop(faults);
         let result = if cmd == SNP_GET_REPORT {
             get_report(pid, req, resp)

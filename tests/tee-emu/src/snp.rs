@@ -165,19 +165,35 @@ pub fn report_at_snp_spl(report_data: &[u8; 64], vmpl: u32, spl: Option<u8>) -> 
     sign(&report)
 }
 
-/// The certificate table with VCEK, ASK and ARK (see the module doc for the layout).
-pub fn cert_table() -> Vec<u8> {
-    table_of(&[
-        (GUID_VCEK, VCEK_DER),
-        (GUID_ASK, ASK_DER),
-        (GUID_ARK, ARK_DER),
-    ])
+/// The certificates a host hands its guests with their reports.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum HostCerts {
+    /// VCEK, ASK and ARK.
+    #[default]
+    All,
+    /// Only the VCEK: the verifier must hold the ASK and ARK itself, as
+    /// Trustee does.
+    VcekOnly,
+    /// None: the table is empty.
+    None,
 }
 
-/// The table of a host that publishes only the VCEK: the verifier must
-/// hold the ASK and ARK itself, as Trustee does.
-pub fn vcek_table() -> Vec<u8> {
-    table_of(&[(GUID_VCEK, VCEK_DER)])
+/// The certificate table with VCEK, ASK and ARK (see the module doc for the layout).
+pub fn cert_table() -> Vec<u8> {
+    host_table(HostCerts::All)
+}
+
+/// The certificate table of a host that publishes `certs`.
+pub fn host_table(certs: HostCerts) -> Vec<u8> {
+    match certs {
+        HostCerts::All => table_of(&[
+            (GUID_VCEK, VCEK_DER),
+            (GUID_ASK, ASK_DER),
+            (GUID_ARK, ARK_DER),
+        ]),
+        HostCerts::VcekOnly => table_of(&[(GUID_VCEK, VCEK_DER)]),
+        HostCerts::None => Vec::new(),
+    }
 }
 
 fn table_of(certs: &[(&str, &[u8])]) -> Vec<u8> {

@@ -47,8 +47,8 @@ pub struct TsmFaults {
     pub deny: bool,
     /// Truncate generated `outblob`s to this many bytes.
     pub outblob_len: Option<usize>,
-    /// SEV: `auxblob` is empty, as on a host without certificates.
-    pub no_certs: bool,
+    /// SEV: the certificates in `auxblob` (none: it is empty).
+    pub certs: snp::HostCerts,
     /// TDX: RTMR0..3 of the quotes (else the template's).
     pub rtmrs: Option<[[u8; 48]; 4]>,
     /// SEV: the reports' reported SNP SPL (else 23, the test VCEK's).
@@ -265,9 +265,9 @@ impl TsmState {
                 return Err(libc::EIO);
             }
         }
-        let (truncate, no_certs, rtmrs, spl) = (
+        let (truncate, certs, rtmrs, spl) = (
             self.faults.outblob_len,
-            self.faults.no_certs,
+            self.faults.certs,
             self.faults.rtmrs,
             self.faults.reported_snp_spl,
         );
@@ -280,18 +280,10 @@ impl TsmState {
                 .try_into()
                 .map_err(|_| libc::EINVAL)?;
             let (out, aux) = match provider {
-                Provider::Sev => {
-                    let aux = if no_certs {
-                        Vec::new()
-                    } else {
-                        snp::cert_table()
-                    };
-                    (
-                        snp::report_at_snp_spl(&data, entry.privlevel, spl)
-                            .map_err(|_| libc::EIO)?,
-                        aux,
-                    )
-                }
+                Provider::Sev => (
+                    snp::report_at_snp_spl(&data, entry.privlevel, spl).map_err(|_| libc::EIO)?,
+                    snp::host_table(certs),
+                ),
                 Provider::Tdx => (
                     tdx::quote_with(&data, rtmrs.as_ref()).map_err(|_| libc::EIO)?,
                     Vec::new(),

@@ -123,7 +123,7 @@ fn get_report_and_ext_report() {
     assert_eq!(types, [CertType::VCEK, CertType::ASK, CertType::ARK]);
     assert_eq!(table[1].data, snp::ASK_DER);
 
-    emu.knobs().update(|f| f.no_certs = true);
+    emu.knobs().update(|f| f.certs = snp::HostCerts::None);
     certs.fill(0xee);
     req.certs_len = 4096;
     assert_eq!(ioctl(&dev, SNP_GET_EXT_REPORT, &mut req, &mut resp, 1).0, 0);
