@@ -2,7 +2,7 @@
 //! Command-line behaviour that needs no KBS: help, version, refusals made
 //! before any traffic.
 
-use crate::util::{agent, agent_cmd, assert_exit, assert_fails_with, stderr};
+use crate::util::{agent, agent_cmd, assert_exit, assert_fails_with, assert_logged, stderr};
 
 #[test]
 fn version_and_help_read_well() {
@@ -81,7 +81,7 @@ fn no_tee_is_chosen_silently() {
         .output()
         .unwrap();
     assert_fails_with(&out, 5, "no TEE platform detected: no TEE interface found");
-    assert!(stderr(&out).contains("or name one with --tee"));
+    assert_logged(&out, "or name one with --tee");
     assert!(out.stdout.is_empty());
 }
 
@@ -168,7 +168,7 @@ fn an_output_that_is_not_a_regular_file_is_refused() {
             2,
             &format!("{target} is not a regular file (a symlink, device or pipe)"),
         );
-        assert!(stderr(&out).contains("pass --output - for stdout"));
+        assert_logged(&out, "pass --output - for stdout");
     }
     assert!(std::fs::symlink_metadata(&link)
         .unwrap()

@@ -3,7 +3,7 @@
 
 use std::os::unix::fs::PermissionsExt;
 
-use crate::util::{assert_exit, stderr, World};
+use crate::util::{assert_exit, assert_logged, assert_not_logged, stderr, World};
 
 #[test]
 fn one_resource_to_a_file() {
@@ -53,7 +53,7 @@ fn eight_resources_in_one_session() {
         (1, 1, 8),
         "one handshake for all eight"
     );
-    assert!(stderr(&out).contains("fetched 8 resource(s) in one attested session"));
+    assert_logged(&out, "fetched 8 resource(s) in one attested session");
     // No temporary file is left behind.
     let leftovers: Vec<_> = std::fs::read_dir(dir.join("default/key"))
         .unwrap()
@@ -81,7 +81,7 @@ fn a_repeated_resource_is_fetched_once() {
     assert_exit(&out, 0);
     assert_eq!(out.stdout, w.secret("default/key/k0"));
     assert_eq!(w.kbs.stats().resource, 1);
-    assert!(stderr(&out).contains("listed twice"));
+    assert_logged(&out, "listed twice");
 }
 
 #[test]
@@ -136,17 +136,9 @@ fn stdout_redirected_to_a_file_on_disk_draws_a_warning() {
     std::fs::remove_file(&path).unwrap();
     assert_exit(&out, 0);
     assert_eq!(written, w.secret("default/key/k0"));
-    assert!(
-        stderr(&out).contains("stdout is a file that is not on tmpfs or ramfs"),
-        "{}",
-        stderr(&out)
-    );
+    assert_logged(&out, "stdout is a file that is not on tmpfs or ramfs");
     // A pipe is no file: no warning.
     let out = w.get(&["default/key/k0"]);
     assert_exit(&out, 0);
-    assert!(
-        !stderr(&out).contains("stdout is a file"),
-        "{}",
-        stderr(&out)
-    );
+    assert_not_logged(&out, "stdout is a file");
 }

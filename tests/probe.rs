@@ -160,12 +160,8 @@ fn a_configfs_tsm_without_the_kernel_behind_it_is_broken() {
         .output()
         .unwrap();
     crate::util::assert_fails_with(&out, 1, "dev/sev-guest: Inappropriate ioctl for device");
-    assert!(
-        crate::util::stderr(&out).contains("configfs-tsm failed (")
-            && crate::util::stderr(&out).contains("trying /dev/sev-guest instead"),
-        "{}",
-        crate::util::stderr(&out)
-    );
+    crate::util::assert_logged(&out, "configfs-tsm failed (");
+    crate::util::assert_logged(&out, "trying /dev/sev-guest instead");
     // A TDX guest with it: no quotes, and not for want of CONFIG_TSM_REPORTS.
     std::fs::remove_file(root.path().join("dev/sev-guest")).unwrap();
     std::fs::write(root.path().join("dev/tdx_guest"), b"").unwrap();

@@ -399,5 +399,5 @@ fn bad_inputs_fail_clearly() {
     });
     let out = evidence(root.path());
     assert_fails_with(&out, 1, "permission denied opening");
-    assert!(stderr(&out).contains("run as root"));
+    assert_logged(&out, "run as root");
 }

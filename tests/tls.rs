@@ -2,7 +2,7 @@
 //! Transport policy: HTTPS with a pinned CA, plain http only when allowed,
 //! URLs checked before any traffic.
 
-use crate::util::{agent, assert_exit, assert_fails_with, data, stderr, Tls, World};
+use crate::util::{agent, assert_exit, assert_fails_with, assert_logged, data, stderr, Tls, World};
 
 fn tls_world(name: &str) -> World {
     tls_world_with(name, 1)
@@ -152,7 +152,7 @@ fn plain_http_needs_the_opt_in() {
         "default/key/k0",
     ]);
     assert_exit(&out, 0);
-    assert!(stderr(&out).contains("using plain http"));
+    assert_logged(&out, "using plain http");
 }
 
 #[test]

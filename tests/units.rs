@@ -143,11 +143,18 @@ fn hardening(name: &str) -> Vec<String> {
 #[test]
 fn both_units_share_one_hardening_block() {
     assert_eq!(hardening(UNITS[0]), hardening(UNITS[1]));
-    // The agent's own setrlimit is refused by the units' filter.
-    assert!(
-        hardening(UNITS[0]).iter().any(|l| l == "LimitCORE=0"),
-        "no core files"
-    );
+}
+
+/// The agent's own setrlimit is refused by the units' filter, and the
+/// cleanup unit reads key files too.
+#[test]
+fn every_unit_forbids_core_files() {
+    for name in ALL_UNITS {
+        assert!(
+            unit_text(name).lines().any(|l| l.trim() == "LimitCORE=0"),
+            "{name} allows core files"
+        );
+    }
 }
 
 /// The initramfs unit also wipes, when it stops, the key files of the

@@ -156,6 +156,13 @@ pub fn assert_logged(out: &Output, needle: &str) {
     assert!(log.contains(needle), "stderr lacks {needle:?}:\n{log}");
 }
 
+/// The agent's stderr does not hold `needle`.
+#[track_caller]
+pub fn assert_not_logged(out: &Output, needle: &str) {
+    let log = stderr(out);
+    assert!(!log.contains(needle), "stderr holds {needle:?}:\n{log}");
+}
+
 /// A tmpfs mounted for one test (root only); lazily unmounted on drop.
 pub struct Tmpfs(PathBuf);
 

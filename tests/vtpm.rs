@@ -498,7 +498,7 @@ fn bad_vtpm_and_imds_inputs_fail_clearly() {
     az.imds.fail_next(1000, 500);
     let out = within_a_second();
     assert_fails_with(&out, 1, "could not fetch the VCEK from IMDS");
-    assert!(stderr(&out).contains("HTTP 500"), "{}", stderr(&out));
+    assert_logged(&out, "HTTP 500");
     az.imds.fail_next(0, 500);
     az.imds.delay_next(1, std::time::Duration::from_secs(5));
     let out = within_a_second();
