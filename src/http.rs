@@ -128,19 +128,27 @@ fn parse_url(what: &str, raw: &str) -> Result<Url> {
     })
 }
 
+/// The host part of `raw` when its authority carries `user[:password]@`.
+fn credentials_host(raw: &str) -> Option<&str> {
+    let rest = raw.split_once("://").map_or(raw, |(_, rest)| rest);
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    authority.rsplit_once('@').map(|(_, host)| host)
+}
+
 /// Checks the KBS URL before anything is sent.
 pub fn parse_kbs_url(raw: &str, insecure_http: bool) -> Result<Url> {
+    // First, and never echoed: every other message quotes the URL, which
+    // would carry the password into logs and STATUS=.
+    if let Some(host) = credentials_host(raw) {
+        let host = if host.is_empty() { "its host" } else { host };
+        bail!(
+            "the KBS URL for {host} names a user or password: the KBS takes no credentials in its URL; remove the 'user:password@' part"
+        );
+    }
     if !raw.contains("://") {
         bail!("KBS URL '{raw}' has no scheme: write https://{raw}");
     }
     let url = parse_url("KBS", raw)?;
-    // Never echoed: the URL would carry the password into logs and STATUS=.
-    if !url.username().is_empty() || url.password().is_some() {
-        bail!(
-            "the KBS URL for {} names a user or password: the KBS takes no credentials in its URL; remove the 'user:password@' part",
-            url.host_str().unwrap_or("its host")
-        );
-    }
     match url.scheme() {
         "https" => {}
         "http" if insecure_http => {
@@ -491,6 +499,16 @@ mod tests {
                 "https://token@kbs.example",
                 "remove the 'user:password@' part",
             ),
+            // Before the checks that quote the URL.
+            (
+                "user:pw@kbs.example",
+                "for kbs.example names a user or password",
+            ),
+            (
+                "https://u:pw@kbs.exämple/",
+                "for kbs.exämple names a user or password",
+            ),
+            ("https://u:pw@/", "for its host names a user or password"),
             ("https://", "parse KBS URL"),
             (
                 "https://kbs.exämple",
