@@ -96,6 +96,10 @@ pub struct Sources<'a> {
     pub cmdline: &'a str,
     /// Running in the initramfs: `rd.cvm_attest.*` keys apply.
     pub initrd: bool,
+    /// For `cleanup`, which needs the secrets only: a disabled agent or a
+    /// missing KBS URL does not stop the load (keys left for volumes opened
+    /// meanwhile are wiped whether or not this root runs the agent).
+    pub secrets_only: bool,
 }
 
 /// `run`'s flags, the last word.
@@ -189,7 +193,9 @@ pub fn load(sources: &Sources, overrides: &Overrides) -> Result<Config, ConfigEr
     if let Some(Switch { on: false, written }) = &cmdline.enable {
         config.enabled = false;
         config.disabled_by = Some(format!("kernel command line {written}"));
-        return Ok(config);
+        if !sources.secrets_only {
+            return Ok(config);
+        }
     }
 
     let mut entries = Vec::new();
@@ -203,8 +209,8 @@ pub fn load(sources: &Sources, overrides: &Overrides) -> Result<Config, ConfigEr
         file::apply(&path, &text, &mut config, &mut entries, &mut accounts)?;
     }
 
-    if cmdline.enable.is_some() {
-        // Only `on` is left here: the command line re-enables what a file disabled.
+    if let Some(Switch { on: true, .. }) = cmdline.enable {
+        // The command line re-enables what a file disabled.
         config.enabled = true;
         config.disabled_by = None;
     }
@@ -239,7 +245,7 @@ pub fn load(sources: &Sources, overrides: &Overrides) -> Result<Config, ConfigEr
     }
 
     config.secrets = secret::finalize(entries, &config.secrets_dir, &config.keyring)?;
-    if config.enabled && config.kbs.is_empty() {
+    if config.enabled && config.kbs.is_empty() && !sources.secrets_only {
         return Err(ConfigError::NoKbs {
             file: sources.file.to_owned(),
         });

@@ -37,7 +37,7 @@ pub async fn run(args: RunArgs) -> Result<()> {
         tee: args.tee,
         timeout: args.timeout,
     };
-    let mut config = load(&args.source, &overrides, initrd)?;
+    let mut config = load(&args.source, &overrides, initrd, false)?;
     if !config.enabled {
         let why = config.disabled_by.as_deref().unwrap_or("the configuration");
         log::info!("disabled by {why}: nothing to do");
@@ -161,7 +161,7 @@ pub async fn run(args: RunArgs) -> Result<()> {
 
 /// `cleanup`: wipe the key files of the configured volumes that are open.
 pub fn cleanup(args: &ConfigArgs) -> Result<()> {
-    let config = load(args, &Overrides::default(), in_initrd(args))?;
+    let config = load(args, &Overrides::default(), in_initrd(args), true)?;
     let layout = Layout::standard(&config.secrets_dir);
     let (open, failed) = sink::volumes::forget_open(&layout, &config.secrets);
     if failed > 0 {
@@ -177,14 +177,26 @@ fn in_initrd(args: &ConfigArgs) -> bool {
 
 /// The configuration, every layer applied. A file that cannot be read is
 /// local I/O (exit 1); the rest is usage (2).
-fn load(args: &ConfigArgs, overrides: &Overrides, initrd: bool) -> Result<Config> {
-    load_layers(args, overrides, initrd).map_err(|e| match e.downcast_ref::<ConfigError>() {
-        Some(ConfigError::Read { .. }) | None => e,
-        Some(_) => Usage(e).into(),
+fn load(
+    args: &ConfigArgs,
+    overrides: &Overrides,
+    initrd: bool,
+    secrets_only: bool,
+) -> Result<Config> {
+    load_layers(args, overrides, initrd, secrets_only).map_err(|e| {
+        match e.downcast_ref::<ConfigError>() {
+            Some(ConfigError::Read { .. }) | None => e,
+            Some(_) => Usage(e).into(),
+        }
     })
 }
 
-fn load_layers(args: &ConfigArgs, overrides: &Overrides, initrd: bool) -> Result<Config> {
+fn load_layers(
+    args: &ConfigArgs,
+    overrides: &Overrides,
+    initrd: bool,
+    secrets_only: bool,
+) -> Result<Config> {
     let file = args.config.clone().unwrap_or_else(|| root::path(CONFIG));
     let dropins = match &args.config {
         Some(f) => f.with_file_name("config.d"),
@@ -196,6 +208,7 @@ fn load_layers(args: &ConfigArgs, overrides: &Overrides, initrd: bool) -> Result
         dropins: &dropins,
         cmdline: &cmdline,
         initrd,
+        secrets_only,
     };
     Ok(config::load(&sources, overrides)?)
 }

@@ -1031,6 +1031,41 @@ fn cleanup_wipes_the_key_files_of_open_volumes_only() {
     assert_logged(&out, "cryptsetup-keys.d/root.key");
 }
 
+/// The real root may run no agent (`cvm_attest=0`, no KBS URL) after the
+/// initramfs did: its cleanup unit still wipes the key left for a volume
+/// opened after switch-root.
+#[test]
+fn cleanup_needs_neither_an_enabled_agent_nor_a_kbs() {
+    let Some(m) = Machine::new("run-cleanup-disabled", 1 << 20) else {
+        return;
+    };
+    m.write_config(
+        "[[secret]]\nname = \"root\"\nresource = \"default/luks/root\"\n  [[secret.cryptsetup]]\n  volume = \"root\"\n",
+    );
+    std::fs::write(
+        m.path("proc/cmdline"),
+        "quiet rd.cvm_attest=1 cvm_attest=0\n",
+    )
+    .unwrap();
+    m.open_volume("dm-0", "root");
+    let root = m.key_file("root", b"left by the initramfs");
+    let out = unit_cmd(&["cleanup"])
+        .env("CVM_ATTEST_ROOT", m.path(""))
+        .output()
+        .unwrap();
+    assert_exit(&out, 0);
+    assert!(!root.exists(), "{}", stderr(&out));
+    // Enabled, with the KBS URL given to the initramfs only.
+    std::fs::write(m.path("proc/cmdline"), "quiet rd.cvm_attest.kbs=http://kbs\n").unwrap();
+    let root = m.key_file("root", b"left by the initramfs");
+    let out = unit_cmd(&["cleanup"])
+        .env("CVM_ATTEST_ROOT", m.path(""))
+        .output()
+        .unwrap();
+    assert_exit(&out, 0);
+    assert!(!root.exists(), "{}", stderr(&out));
+}
+
 /// One key for two volumes: crypttab names the root volume's key file as
 /// the key of another volume, not open yet. The file stays for it, in the
 /// initramfs (the real root's crypttab under /sysroot) as after switch-root.

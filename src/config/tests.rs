@@ -44,6 +44,7 @@ impl Etc {
             dropins: &dropins,
             cmdline,
             initrd,
+            secrets_only: false,
         };
         load(&sources, overrides)
     }
