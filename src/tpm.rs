@@ -136,7 +136,6 @@ impl Tpm {
         }
     }
 
-    /// Reads a whole NV index with owner authorization.
     /// Whether `index` is a defined NV index.
     pub fn nv_defined(&mut self, index: u32) -> Result<bool> {
         match self.call(&Request::NvDefined { index })? {
@@ -145,6 +144,7 @@ impl Tpm {
         }
     }
 
+    /// Reads a whole NV index with owner authorization.
     pub fn nv_read(&mut self, index: u32) -> Result<Vec<u8>> {
         match self.call(&Request::NvRead { index })? {
             Response::NvData(data) => Ok(data),

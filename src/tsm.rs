@@ -165,14 +165,31 @@ impl Drop for Entry {
     }
 }
 
-/// Requests a report from `provider` for `inblob`, at `privlevel` (SEV).
 /// Pauses between attempts when the TEE is busy (configfs-tsm answers EBUSY
 /// while another request is in flight; the SNP ioctls retry the same way).
-pub const BUSY_WAITS: [Duration; 3] = [
+const BUSY_WAITS: [Duration; 3] = [
     Duration::from_millis(100),
     Duration::from_millis(400),
     Duration::from_secs(1),
 ];
+
+/// Runs `op`, again after each of `BUSY_WAITS` while it fails with an
+/// error that `busy` says is the TEE being busy.
+pub fn busy_retry<T, E: std::fmt::Display>(
+    busy: impl Fn(&E) -> bool,
+    mut op: impl FnMut() -> Result<T, E>,
+) -> Result<T, E> {
+    for wait in BUSY_WAITS {
+        match op() {
+            Err(e) if busy(&e) => {
+                log::warn!("{e}; retrying in {} ms", wait.as_millis());
+                std::thread::sleep(wait);
+            }
+            other => return other,
+        }
+    }
+    op()
+}
 
 /// One report through a private entry: retried with a fresh entry while the
 /// TEE is busy (`BUSY_WAITS`), and when another writer raced us (`TRIES`).
@@ -181,18 +198,13 @@ pub fn request(
     inblob: &[u8; 64],
     privlevel: Option<u32>,
 ) -> Result<Blobs, TsmError> {
-    for wait in BUSY_WAITS {
-        match request_once(provider, inblob, privlevel) {
-            Err(e @ TsmError::Busy(_)) => {
-                log::warn!("{e}; retrying in {} ms", wait.as_millis());
-                std::thread::sleep(wait);
-            }
-            other => return other,
-        }
-    }
-    request_once(provider, inblob, privlevel)
+    busy_retry(
+        |e| matches!(e, TsmError::Busy(_)),
+        || request_once(provider, inblob, privlevel),
+    )
 }
 
+/// Requests a report from `provider` for `inblob`, at `privlevel` (SEV).
 fn request_once(
     provider: &'static str,
     inblob: &[u8; 64],

@@ -17,7 +17,7 @@ use sev::firmware::host::{CertTableEntry, CertType};
 use crate::binding::Binding;
 use crate::root;
 use crate::sevguest::{SevGuest, SevGuestError};
-use crate::tsm::{self, TsmError, BUSY_WAITS};
+use crate::tsm::{self, busy_retry, TsmError};
 
 /// Trustee's verifier requires VMPL 0 (the HCL and paravisors run above it).
 const VMPL: u32 = 0;
@@ -136,14 +136,16 @@ pub fn collect(report_data: &[u8; 64]) -> Result<Raw> {
     let device =
         SevGuest::open().with_context(|| format!("{why_device}; open the SNP guest device"))?;
     let source = device.path().display().to_string();
-    let (report, certs) = busy_retry(|| match device.ext_report(report_data, VMPL) {
-        Err(SevGuestError::Io { source: e, .. })
-            if matches!(e.raw_os_error(), Some(libc::ENOTTY | libc::EINVAL)) =>
-        {
-            log::info!("{source} has no SNP_GET_EXT_REPORT; asking for the report alone");
-            device.report(report_data, VMPL).map(|r| (r, None))
+    let (report, certs) = busy_retry(SevGuestError::retryable, || {
+        match device.ext_report(report_data, VMPL) {
+            Err(SevGuestError::Io { source: e, .. })
+                if matches!(e.raw_os_error(), Some(libc::ENOTTY | libc::EINVAL)) =>
+            {
+                log::info!("{source} has no SNP_GET_EXT_REPORT; asking for the report alone");
+                device.report(report_data, VMPL).map(|r| (r, None))
+            }
+            other => other,
         }
-        other => other,
     })
     .with_context(|| format!("request an SNP report from {source}"))?;
     Ok(Raw {
@@ -151,19 +153,6 @@ pub fn collect(report_data: &[u8; 64]) -> Result<Raw> {
         certs,
         source,
     })
-}
-
-fn busy_retry<T>(mut op: impl FnMut() -> Result<T, SevGuestError>) -> Result<T, SevGuestError> {
-    for wait in BUSY_WAITS {
-        match op() {
-            Err(e) if e.retryable() => {
-                log::warn!("{e}; retrying in {} ms", wait.as_millis());
-                std::thread::sleep(wait);
-            }
-            other => return other,
-        }
-    }
-    op()
 }
 
 /// The GHCB/kernel certificate table: `{guid[16], offset u32, length u32}`

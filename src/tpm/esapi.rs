@@ -216,7 +216,6 @@ impl Tpm {
         bail!("the PCRs kept changing during {QUOTE_TRIES} quotes")
     }
 
-    /// Reads a whole NV index with owner authorization (chunked by the TPM's buffer size).
     /// Whether `index` is a defined NV index (TPM2_GetCapability, no
     /// authorization).
     pub fn nv_defined(&mut self, index: u32) -> Result<bool> {
@@ -230,6 +229,7 @@ impl Tpm {
         Ok(defined)
     }
 
+    /// Reads a whole NV index with owner authorization (chunked by the TPM's buffer size).
     pub fn nv_read(&mut self, index: u32) -> Result<Vec<u8>> {
         let handle =
             NvIndexTpmHandle::new(index).map_err(|_| anyhow!("{index:#x} is not an NV index"))?;
