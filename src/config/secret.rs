@@ -13,7 +13,9 @@ use super::accounts::Accounts;
 use super::sinks::{self, RawCredential, RawCryptsetup, RawFile, RawKeyring};
 use super::{ConfigError, Loc, Source};
 use crate::resource::ResourcePath;
-use crate::sink::{Action, KeyKind, Secret, Sink, UnitAction, CREDSTORE, CRYPTSETUP_KEYS};
+use crate::sink::{
+    key_file_name, Action, KeyKind, Secret, Sink, UnitAction, CREDSTORE, CRYPTSETUP_KEYS,
+};
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
@@ -180,7 +182,7 @@ pub(super) fn finalize(
                 }
                 Sink::Credential { name } => Path::new(CREDSTORE).join(name).display().to_string(),
                 Sink::Cryptsetup { volume } => Path::new(CRYPTSETUP_KEYS)
-                    .join(format!("{volume}.key"))
+                    .join(key_file_name(volume))
                     .display()
                     .to_string(),
                 Sink::Keyring {

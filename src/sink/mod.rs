@@ -20,6 +20,11 @@ pub const SECRETS_DIR: &str = "/run/cvm-attest";
 pub const CREDSTORE: &str = "/run/credstore";
 /// Where systemd-cryptsetup looks for `<volume>.key` (crypttab(5)).
 pub const CRYPTSETUP_KEYS: &str = "/run/cryptsetup-keys.d";
+
+/// The name systemd-cryptsetup looks for in `CRYPTSETUP_KEYS` for `volume`.
+pub fn key_file_name(volume: &str) -> String {
+    format!("{volume}.key")
+}
 /// Default named keyring, linked under root's user keyring.
 pub const KEYRING: &str = "cvm-attest";
 
@@ -99,6 +104,11 @@ impl Layout {
         }
     }
 
+    /// `volume`'s key file.
+    pub fn cryptsetup_key(&self, volume: &str) -> PathBuf {
+        self.cryptsetup_keys.join(key_file_name(volume))
+    }
+
     fn file_target<'a>(&self, sink: &Sink, data: &'a [u8]) -> Option<file::Target<'a>> {
         let (path, mode, uid, gid) = match sink {
             // Config makes file paths absolute; they live under the root too.
@@ -120,12 +130,7 @@ impl Layout {
                 gid,
             } => (self.secrets_dir.join(path), *mode, *uid, *gid),
             Sink::Credential { name } => (self.credstore.join(name), 0o400, None, None),
-            Sink::Cryptsetup { volume } => (
-                self.cryptsetup_keys.join(format!("{volume}.key")),
-                0o400,
-                None,
-                None,
-            ),
+            Sink::Cryptsetup { volume } => (self.cryptsetup_key(volume), 0o400, None, None),
             Sink::Keyring { .. } => return None,
         };
         Some(file::Target {

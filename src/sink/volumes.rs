@@ -74,7 +74,7 @@ pub fn forget_open(layout: &Layout, secrets: &[Secret]) -> (BTreeSet<String>, us
             _ => None,
         });
     for volume in volumes.collect::<BTreeSet<_>>() {
-        let path = layout.cryptsetup_keys.join(format!("{volume}.key"));
+        let path = layout.cryptsetup_key(volume);
         // Copies a run killed mid-delivery left beside it, too.
         super::file::remove_stale(&path);
         if let Some(other) = waiting.get(&path) {
