@@ -223,32 +223,23 @@ fn a_tcti_that_is_not_a_device_is_a_bad_argument() {
 /// elsewhere gets plain lines.
 #[test]
 fn journal_prefixes_only_on_the_journal_stream() {
-    use std::os::fd::{FromRawFd, OwnedFd};
     use std::os::unix::fs::MetadataExt;
-    let run = |journal_stream: &dyn Fn(&std::fs::File) -> String| {
-        let mut fds = [0; 2];
-        // SAFETY: pipe(2) fills the two-element array it is given.
-        assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
-        // SAFETY: both descriptors are fresh and owned by nothing else.
-        let (read, write) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
-        let write = std::fs::File::from(write);
-        let stream = journal_stream(&write);
+    let dir = crate::util::TempDir::new("journal-stream");
+    let run = |name: &str, stream: Option<&str>| {
+        let path = dir.path().join(name);
+        let file = std::fs::File::create(&path).unwrap();
+        let m = file.metadata().unwrap();
+        let this_file = format!("{}:{}", m.dev(), m.ino());
         let out = agent_cmd(&["decode", "/nonexistent/report"])
-            .env("JOURNAL_STREAM", stream)
-            .stderr(write)
+            .env("JOURNAL_STREAM", stream.unwrap_or(&this_file))
+            .stderr(file)
             .output()
             .unwrap();
         assert_exit(&out, 1);
-        let mut text = String::new();
-        std::io::Read::read_to_string(&mut std::fs::File::from(read), &mut text).unwrap();
-        text
+        std::fs::read_to_string(&path).unwrap()
     };
-    let this_pipe = |f: &std::fs::File| {
-        let m = f.metadata().unwrap();
-        format!("{}:{}", m.dev(), m.ino())
-    };
-    let text = run(&this_pipe);
+    let text = run("journal", None);
     assert!(text.starts_with("<3>"), "{text}");
-    let text = run(&|_| "1:1".to_owned());
+    let text = run("elsewhere", Some("1:1"));
     assert!(text.starts_with("error: "), "{text}");
 }

@@ -23,7 +23,8 @@ fn probe(root: &Path, json: bool) -> (std::process::Output, serde_json::Value) {
     (out, value)
 }
 
-fn state(v: &serde_json::Value, interface: &str) -> (String, String) {
+/// The state and detail `probe --json` gives `interface`.
+pub(crate) fn state(v: &serde_json::Value, interface: &str) -> (String, String) {
     let c = v["checks"]
         .as_array()
         .unwrap()

@@ -1056,7 +1056,11 @@ fn cleanup_needs_neither_an_enabled_agent_nor_a_kbs() {
     assert_exit(&out, 0);
     assert!(!root.exists(), "{}", stderr(&out));
     // Enabled, with the KBS URL given to the initramfs only.
-    std::fs::write(m.path("proc/cmdline"), "quiet rd.cvm_attest.kbs=http://kbs\n").unwrap();
+    std::fs::write(
+        m.path("proc/cmdline"),
+        "quiet rd.cvm_attest.kbs=http://kbs\n",
+    )
+    .unwrap();
     let root = m.key_file("root", b"left by the initramfs");
     let out = unit_cmd(&["cleanup"])
         .env("CVM_ATTEST_ROOT", m.path(""))

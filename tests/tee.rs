@@ -15,7 +15,7 @@ use sev::firmware::guest::AttestationReport;
 use tee_emu::{can_run, Provider, SevGuestEmulator, TsmEmulator};
 
 use crate::util::{
-    agent_cmd, assert_exit, assert_fails_with, assert_logged, data, stderr, TempDir, World,
+    agent_cmd, assert_exit, assert_fails_with, assert_logged, data, stderr, wrapped, TempDir, World,
 };
 
 fn world(name: &str) -> World {
@@ -336,15 +336,13 @@ fn bad_inputs_fail_clearly() {
     // shell's PID, through exec) takes the next name and leaves it alone.
     tsm.knobs().update(|f| f.busy = 0);
     let report = root.path().join("sys/kernel/config/tsm/report");
-    let out = std::process::Command::new("sh")
-        .args([
-            "-c",
-            r#"mkdir "$1/cvm-attest-$$-0" && exec "$2" -v evidence --tee snp --nonce n"#,
-        ])
-        .arg("sh")
-        .arg(&report)
-        .arg(env!("CARGO_BIN_EXE_cvm-attest"))
+    let mut agent = agent_cmd(&["-v", "evidence", "--tee", "snp", "--nonce", "n"]);
+    agent
         .env("CVM_ATTEST_ROOT", root.path())
+        .env("REPORT", &report);
+    // `wrapped` puts "--" before the agent: shift it off.
+    let squat = r#"mkdir "$REPORT/cvm-attest-$$-0" && shift && exec "$@""#;
+    let out = wrapped(&["sh", "-c", squat, "sh"], &agent)
         .output()
         .unwrap();
     assert_exit(&out, 0);

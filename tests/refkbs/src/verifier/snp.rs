@@ -38,9 +38,13 @@ pub(super) fn parse_cert(bytes: &[u8]) -> std::io::Result<Certificate> {
     }
 }
 
-fn cert(chain: &[CertTableEntry], types: &[CertType]) -> Option<Certificate> {
+/// The first entry of one of `types`, and its certificate if it parses.
+fn cert<'a>(
+    chain: &'a [CertTableEntry],
+    types: &[CertType],
+) -> Option<(&'a CertTableEntry, Certificate)> {
     let entry = chain.iter().find(|e| types.contains(&e.cert_type))?;
-    parse_cert(&entry.data).ok()
+    Some((entry, parse_cert(&entry.data).ok()?))
 }
 
 /// Checks version 3..=5, VMPL 0, ARK -> ASK -> VEK and the report signature.
@@ -89,9 +93,10 @@ pub(super) fn verify(evidence: &Value, expected: &[u8; 48], roots: &Roots) -> Re
     let chain = evidence.cert_chain.ok_or_else(|| {
         anyhow!("snp evidence has no cert_chain and refkbs cannot fetch the VCEK from AMD KDS")
     })?;
-    let vek = cert(&chain, &[CertType::VCEK, CertType::VLEK])
+    let (vek_entry, vek) = cert(&chain, &[CertType::VCEK, CertType::VLEK])
         .ok_or_else(|| anyhow!("cert_chain holds no parsable VCEK or VLEK"))?;
     let ask = cert(&chain, &[CertType::ASK])
+        .map(|(_, ask)| ask)
         .or_else(|| roots.snp_ask.clone())
         .ok_or_else(|| {
             anyhow!(
@@ -99,17 +104,17 @@ pub(super) fn verify(evidence: &Value, expected: &[u8; 48], roots: &Roots) -> Re
                  (give --snp-ark a PEM bundle: ASK, then ARK)"
             )
         })?;
-    if let Some(supplied) = cert(&chain, &[CertType::ARK]) {
+    if let Some((_, supplied)) = cert(&chain, &[CertType::ARK]) {
         if supplied != *ark {
             bail!("the ARK in cert_chain is not the trusted ARK");
         }
     }
     check_report(&report, vek, ask, ark)?;
-    let entry = chain
-        .iter()
-        .find(|e| matches!(e.cert_type, CertType::VCEK | CertType::VLEK))
-        .context("cert_chain holds no VCEK or VLEK")?;
-    check_vek_tcb(&entry.data, entry.cert_type == CertType::VCEK, &report)?;
+    check_vek_tcb(
+        &vek_entry.data,
+        vek_entry.cert_type == CertType::VCEK,
+        &report,
+    )?;
     let mut wanted = [0u8; 64];
     wanted[..48].copy_from_slice(expected);
     if *report.report_data != wanted {
