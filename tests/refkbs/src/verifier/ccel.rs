@@ -2,7 +2,10 @@
 //! The CC event log replay of the Trustee TDX verifier (kbs-protocol.md
 //! §4.3, `CcEventLog::replay_and_match`): a TCG2 crypto-agile log whose
 //! events of index 1..4 extend RTMR0..3 from zero, RTMR = SHA-384(RTMR ‖
-//! digest); a malformed or incomplete log fails the attestation.
+//! digest); a malformed log fails the attestation. The log ends at 0xFF
+//! padding, a zero header or the end of the data (a log that fills the
+//! CCEL area has no terminator), so one cut at an event boundary replays
+//! cleanly, to RTMRs that the comparison with the quote then refuses.
 //!
 //! Written apart from the agent's parser (`src/eventlog.rs`) on purpose:
 //! the same misreading on both sides would pass every test.
