@@ -16,6 +16,9 @@ use crate::util::{
     FaultKind, TempDir, Tmpfs, World,
 };
 
+/// The secret of the root volume, delivered to its crypttab key file.
+const ROOT_VOLUME: &str = "[[secret]]\nname = \"root\"\nresource = \"default/luks/root\"\n  [[secret.cryptsetup]]\n  volume = \"root\"\n";
+
 /// A re-rooted machine: tmpfs /run, /etc/cvm-attest/config.toml, passwd/group.
 /// Fields drop in order: the tmpfs is unmounted before its directory goes.
 struct Machine {
@@ -956,10 +959,7 @@ fn an_open_volume_gets_no_key_file_and_loses_the_old_one() {
     // Only the open volume's key configured: no attestation at all.
     w.kbs.clear_requests();
     m.key_file("root", w.secret("default/luks/root"));
-    m.write_sample_config(
-        &w.kbs.url(),
-        "[[secret]]\nname = \"root\"\nresource = \"default/luks/root\"\n  [[secret.cryptsetup]]\n  volume = \"root\"\n",
-    );
+    m.write_sample_config(&w.kbs.url(), ROOT_VOLUME);
     let (out, notes) = m.run(&[]);
     assert_exit(&out, 0);
     assert!(!left.exists());
@@ -1039,35 +1039,23 @@ fn cleanup_needs_neither_an_enabled_agent_nor_a_kbs() {
     let Some(m) = Machine::new("run-cleanup-disabled", 1 << 20) else {
         return;
     };
-    m.write_config(
-        "[[secret]]\nname = \"root\"\nresource = \"default/luks/root\"\n  [[secret.cryptsetup]]\n  volume = \"root\"\n",
-    );
-    std::fs::write(
-        m.path("proc/cmdline"),
-        "quiet rd.cvm_attest=1 cvm_attest=0\n",
-    )
-    .unwrap();
+    m.write_config(ROOT_VOLUME);
     m.open_volume("dm-0", "root");
-    let root = m.key_file("root", b"left by the initramfs");
-    let out = unit_cmd(&["cleanup"])
-        .env("CVM_ATTEST_ROOT", m.path(""))
-        .output()
-        .unwrap();
-    assert_exit(&out, 0);
-    assert!(!root.exists(), "{}", stderr(&out));
-    // Enabled, with the KBS URL given to the initramfs only.
-    std::fs::write(
-        m.path("proc/cmdline"),
+    // Disabled on the real root; enabled, with the KBS URL given to the
+    // initramfs only.
+    for cmdline in [
+        "quiet rd.cvm_attest=1 cvm_attest=0\n",
         "quiet rd.cvm_attest.kbs=http://kbs\n",
-    )
-    .unwrap();
-    let root = m.key_file("root", b"left by the initramfs");
-    let out = unit_cmd(&["cleanup"])
-        .env("CVM_ATTEST_ROOT", m.path(""))
-        .output()
-        .unwrap();
-    assert_exit(&out, 0);
-    assert!(!root.exists(), "{}", stderr(&out));
+    ] {
+        std::fs::write(m.path("proc/cmdline"), cmdline).unwrap();
+        let root = m.key_file("root", b"left by the initramfs");
+        let out = unit_cmd(&["cleanup"])
+            .env("CVM_ATTEST_ROOT", m.path(""))
+            .output()
+            .unwrap();
+        assert_exit(&out, 0);
+        assert!(!root.exists(), "{cmdline}: {}", stderr(&out));
+    }
 }
 
 /// One key for two volumes: crypttab names the root volume's key file as
@@ -1078,10 +1066,7 @@ fn a_key_file_crypttab_names_for_a_closed_volume_is_kept() {
     let Some(m) = Machine::new("run-cleanup-shared", 1 << 20) else {
         return;
     };
-    m.write_sample_config(
-        "http://127.0.0.1:9",
-        "[[secret]]\nname = \"root\"\nresource = \"default/luks/root\"\n  [[secret.cryptsetup]]\n  volume = \"root\"\n",
-    );
+    m.write_sample_config("http://127.0.0.1:9", ROOT_VOLUME);
     m.open_volume("dm-0", "root");
     let root = m.key_file("root", b"one key for two volumes");
     std::fs::create_dir_all(m.path("sysroot/etc")).unwrap();
