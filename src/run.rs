@@ -167,7 +167,11 @@ pub fn cleanup(args: &ConfigArgs) -> Result<()> {
     if failed > 0 {
         bail!("{failed} key file(s) of open volumes could not be removed; see the warnings above");
     }
-    log::debug!("open dm-crypt volumes: {open:?}");
+    if open.is_empty() {
+        log::debug!("no configured volume is open: no key file to wipe");
+    } else {
+        log::debug!("open dm-crypt volumes: {open:?}");
+    }
     Ok(())
 }
 

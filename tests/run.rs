@@ -12,8 +12,8 @@ use std::process::Output;
 use std::time::Duration;
 
 use crate::util::{
-    agent_cmd, assert_exit, assert_fails_with, assert_logged, data, stderr, Endpoint, Fault,
-    FaultKind, TempDir, Tmpfs, World,
+    agent_cmd, assert_exit, assert_fails_with, assert_logged, assert_not_logged, data, stderr,
+    Endpoint, Fault, FaultKind, TempDir, Tmpfs, World,
 };
 
 /// The secret of the root volume, delivered to its crypttab key file.
@@ -1029,6 +1029,28 @@ fn cleanup_wipes_the_key_files_of_open_volumes_only() {
     );
     assert_logged(&out, "volume 'root' is open, but its key file stays");
     assert_logged(&out, "cryptsetup-keys.d/root.key");
+}
+
+/// Without a key-file sink in the configuration, `cleanup` looks up no
+/// device and leaves every key file alone, even that of an open volume.
+#[test]
+fn cleanup_without_key_file_sinks_looks_at_no_volume() {
+    let Some(m) = Machine::new("run-cleanup-no-keys", 1 << 20) else {
+        return;
+    };
+    m.write_config(
+        "[[secret]]\nname = \"tls\"\nresource = \"default/key/k0\"\n  [[secret.file]]\n  path = \"tls/key.pem\"\n",
+    );
+    m.open_volume("dm-0", "root");
+    let root = m.key_file("root", b"not configured here");
+    let out = unit_cmd(&["-v", "cleanup", "--initrd"])
+        .env("CVM_ATTEST_ROOT", m.path(""))
+        .output()
+        .unwrap();
+    assert_exit(&out, 0);
+    assert_logged(&out, "no configured volume is open");
+    assert_not_logged(&out, "open dm-crypt volumes");
+    assert_eq!(std::fs::read(&root).unwrap(), b"not configured here");
 }
 
 /// The real root may run no agent (`cvm_attest=0`, no KBS URL) after the

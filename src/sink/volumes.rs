@@ -61,19 +61,24 @@ fn open_in(sys_block: &Path) -> BTreeSet<String> {
 
 /// Wipes and removes the key files of the configured volumes that are
 /// open. Returns the open volumes, and how many key files could not be
-/// removed (each named in a warning).
+/// removed (each named in a warning). With no key-file sink configured it
+/// looks at nothing and returns no volume.
 pub fn forget_open(layout: &Layout, secrets: &[Secret]) -> (BTreeSet<String>, usize) {
-    let open = open();
-    let waiting = waiting_key_files(&open);
-    let mut failed = 0;
-    let volumes = secrets
+    let volumes: BTreeSet<&String> = secrets
         .iter()
         .flat_map(|s| &s.sinks)
         .filter_map(|s| match s {
-            Sink::Cryptsetup { volume } if open.contains(volume) => Some(volume),
+            Sink::Cryptsetup { volume } => Some(volume),
             _ => None,
-        });
-    for volume in volumes.collect::<BTreeSet<_>>() {
+        })
+        .collect();
+    if volumes.is_empty() {
+        return (BTreeSet::new(), 0);
+    }
+    let open = open();
+    let waiting = waiting_key_files(&open);
+    let mut failed = 0;
+    for volume in volumes.into_iter().filter(|v| open.contains(*v)) {
         let path = layout.cryptsetup_key(volume);
         // Copies a run killed mid-delivery left beside it, too.
         super::file::remove_stale(&path);
