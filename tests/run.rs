@@ -537,6 +537,38 @@ fn a_full_tmpfs_leaves_no_partial_file() {
     assert!(!m.path("run/credstore/small").exists(), "all or nothing");
 }
 
+/// A sink path that is a symlink or a directory is refused before anything
+/// is delivered: never written through, never replaced.
+#[test]
+fn a_sink_path_that_is_not_a_regular_file_delivers_nothing() {
+    let Some(m) = Machine::new("run-not-a-file", 1 << 20) else {
+        return;
+    };
+    let w = World::new("run-not-a-file", 1, |_| {});
+    m.write_sample_config(
+        &w.kbs.url(),
+        "[[secret]]\nname = \"small\"\nresource = \"default/luks/root\"\n  [[secret.credential]]\n\
+         [[secret]]\nname = \"app\"\nresource = \"default/key/k0\"\n  [[secret.file]]\n  path = \"app.key\"\n",
+    );
+    let target = m.path("run/cvm-attest/app.key");
+    std::fs::create_dir_all(target.parent().unwrap()).unwrap();
+    let elsewhere = m.path("elsewhere");
+    std::fs::write(&elsewhere, b"not a secret").unwrap();
+    std::os::unix::fs::symlink(&elsewhere, &target).unwrap();
+    let (out, _) = m.run(&[]);
+    assert_fails_with(&out, 1, "run/cvm-attest/app.key is not a regular file");
+    assert!(std::fs::symlink_metadata(&target).unwrap().is_symlink());
+    assert_eq!(std::fs::read(&elsewhere).unwrap(), b"not a secret");
+    assert!(!m.path("run/credstore/small").exists(), "all or nothing");
+
+    std::fs::remove_file(&target).unwrap();
+    std::fs::create_dir(&target).unwrap();
+    let (out, _) = m.run(&[]);
+    assert_fails_with(&out, 1, "remove it, or name another path");
+    assert!(target.is_dir());
+    assert!(!m.path("run/credstore/small").exists(), "all or nothing");
+}
+
 /// An optional secret that cannot be delivered is skipped with a warning;
 /// the required ones are delivered and the run succeeds.
 #[test]

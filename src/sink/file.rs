@@ -181,6 +181,17 @@ pub fn stage(t: &Target<'_>) -> Result<Staged> {
     if shared {
         searchable(dir)?;
     }
+    // Delivery renames over the target: a symlink, directory, device or
+    // pipe would be replaced (or fail the rename), never written through.
+    if let Ok(meta) = fs::symlink_metadata(&t.path) {
+        if !meta.is_file() {
+            bail!(
+                "{} is not a regular file (a symlink, directory, device or pipe), and delivery \
+                 would replace it: remove it, or name another path",
+                t.path.display()
+            );
+        }
+    }
     remove_stale(&t.path);
     if unchanged(t) {
         log::debug!("{} already holds this secret", t.path.display());
@@ -243,7 +254,7 @@ impl Staged {
         let Some(temp) = &self.temp else {
             return Ok(());
         };
-        if self.target.exists() {
+        if fs::symlink_metadata(&self.target).is_ok() {
             let backup = hidden(&self.target, "old")?;
             let _ = fs::remove_file(&backup);
             fs::hard_link(&self.target, &backup)
