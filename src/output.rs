@@ -3,8 +3,8 @@
 //! resource under a directory.
 //!
 //! The destination is planned before any network traffic, so a wrong one
-//! costs no attestation. A secret never goes to a terminal unless `--output -`
-//! asks for it. Files are written whole or not at all, by the same staging
+//! costs no attestation. A secret never goes to a terminal, or to a socket
+//! (journald's stream under systemd), unless `--output -` asks for it. Files are written whole or not at all, by the same staging
 //! as the configured sinks (`sink/file.rs`), with mode 0600. A destination
 //! that is not tmpfs or ramfs is allowed for manual use but draws a warning.
 
@@ -36,6 +36,10 @@ impl Output {
             }
             None if std::io::stdout().is_terminal() => bail!(
                 "refusing to print a secret to the terminal: pass --output FILE, or --output - to print it anyway"
+            ),
+            None if stdout_is_socket() => bail!(
+                "refusing to write a secret to stdout, a socket (the journal, when run from a unit or \
+                 systemd-run), where it may be logged: pass --output FILE, or --output - to send it anyway"
             ),
             None => Ok(Output::Stdout),
             Some(_) if explicit_stdout => Ok(Output::Stdout),
@@ -106,6 +110,18 @@ fn replaceable(path: &Path) -> Result<()> {
         ),
         _ => Ok(()),
     }
+}
+
+/// Whether fd 1 is a socket: under systemd it is journald's stream.
+fn stdout_is_socket() -> bool {
+    use std::os::fd::AsFd;
+    use std::os::unix::fs::FileTypeExt;
+    let Ok(fd) = std::io::stdout().as_fd().try_clone_to_owned() else {
+        return false;
+    };
+    File::from(fd)
+        .metadata()
+        .is_ok_and(|m| m.file_type().is_socket())
 }
 
 /// `get … > FILE`: the shell chose the file, so only warn, as for --output.

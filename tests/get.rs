@@ -142,3 +142,33 @@ fn stdout_redirected_to_a_file_on_disk_draws_a_warning() {
     assert_exit(&out, 0);
     assert_not_logged(&out, "stdout is a file");
 }
+
+/// Under systemd, stdout is journald's stream (a socket): a secret sent there
+/// would be logged. Refused before any traffic, unless `--output -` asks.
+#[test]
+fn stdout_that_is_a_socket_is_refused() {
+    use std::io::Read;
+    let w = World::new("stdout-socket", 1, |_| {});
+    for (extra, code) in [(&[][..], 2), (&["--output", "-"][..], 0)] {
+        let (mut ours, theirs) = std::os::unix::net::UnixStream::pair().unwrap();
+        let mut args = vec!["default/key/k0"];
+        args.extend_from_slice(extra);
+        let out = w
+            .get_cmd(&args)
+            .stdout(std::os::fd::OwnedFd::from(theirs))
+            .stderr(std::process::Stdio::piped())
+            .output()
+            .unwrap();
+        assert_exit(&out, code);
+        let mut sent = Vec::new();
+        ours.set_nonblocking(true).unwrap();
+        let _ = ours.read_to_end(&mut sent);
+        if code == 2 {
+            assert_logged(&out, "refusing to write a secret to stdout, a socket");
+            assert!(sent.is_empty());
+            assert_eq!(w.kbs.stats().auth, 0, "refused before any traffic");
+        } else {
+            assert_eq!(sent, w.secret("default/key/k0"));
+        }
+    }
+}
