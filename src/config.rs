@@ -90,6 +90,8 @@ use crate::sink::{Secret, KEYRING, SECRETS_DIR};
 pub struct Sources<'a> {
     /// `/etc/cvm-attest/config.toml`.
     pub file: &'a Path,
+    /// `file` was named by `--config`: it must exist.
+    pub file_given: bool,
     /// `/etc/cvm-attest/config.d`.
     pub dropins: &'a Path,
     /// The kernel command line (see `cmdline::read`).
@@ -201,9 +203,17 @@ pub fn load(sources: &Sources, overrides: &Overrides) -> Result<Config, ConfigEr
     let mut entries = Vec::new();
     let mut accounts = accounts::Accounts::system();
     for path in files(sources)? {
-        let text = match std::fs::read_to_string(&path) {
+        let text = match crate::input::read_text(&path, crate::input::CONFIG_CAP) {
             Ok(text) => text,
-            Err(e) if e.kind() == io::ErrorKind::NotFound && path == sources.file => continue,
+            Err(e) if e.kind() == io::ErrorKind::NotFound && path == sources.file => {
+                if sources.file_given {
+                    return Err(ConfigError::Flag {
+                        flag: "--config",
+                        message: format!("{} does not exist", path.display()),
+                    });
+                }
+                continue;
+            }
             Err(source) => return Err(ConfigError::Read { path, source }),
         };
         file::apply(&path, &text, &mut config, &mut entries, &mut accounts)?;

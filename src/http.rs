@@ -8,7 +8,7 @@
 //! Not retried: TLS failures (a wrong CA does not heal) and every other
 //! status, which the caller interprets (kbs-protocol §6).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{bail, Context, Result};
@@ -179,9 +179,9 @@ fn client_builder(connect_timeout: Duration) -> reqwest::ClientBuilder {
         .redirect(reqwest::redirect::Policy::none())
 }
 
-fn load_ca(path: &PathBuf) -> Result<Vec<reqwest::Certificate>> {
-    let pem =
-        std::fs::read(path).with_context(|| format!("read KBS CA file {}", path.display()))?;
+fn load_ca(path: &Path) -> Result<Vec<reqwest::Certificate>> {
+    let pem = crate::input::read(path, crate::input::CA_CAP)
+        .with_context(|| format!("read KBS CA file {}", path.display()))?;
     let certs = reqwest::Certificate::from_pem_bundle(&pem)
         .with_context(|| format!("parse KBS CA file {} as PEM certificates", path.display()))?;
     if certs.is_empty() {

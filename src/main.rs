@@ -18,6 +18,7 @@ mod exit;
 mod helper;
 mod http;
 mod imds;
+mod input;
 mod jwe;
 mod kbs;
 mod logger;

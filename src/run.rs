@@ -209,6 +209,7 @@ fn load_layers(
     let cmdline = crate::cmdline::read(initrd)?;
     let sources = Sources {
         file: &file,
+        file_given: args.config.is_some(),
         dropins: &dropins,
         cmdline: &cmdline,
         initrd,

@@ -82,3 +82,18 @@ fn bad_input_is_named() {
         "a TDX quote is signed by the quoting enclave, not by a VCEK",
     );
 }
+
+/// A stream or a huge wrong file is read up to a cap, never to the end.
+#[test]
+fn an_endless_file_is_refused_at_the_cap() {
+    let (out, text) = decode(&["/dev/zero"]);
+    assert_fails_with(&out, 1, "read /dev/zero: it holds more than 1024 KiB");
+    assert!(text.is_empty());
+    let report = data("snp/report.bin");
+    let (out, _) = decode(&[report.to_str().unwrap(), "--vcek", "/dev/zero"]);
+    assert_fails_with(
+        &out,
+        1,
+        "read the VCEK /dev/zero: it holds more than 1024 KiB",
+    );
+}

@@ -1063,6 +1063,26 @@ fn cleanup_wipes_the_key_files_of_open_volumes_only() {
     assert_logged(&out, "cryptsetup-keys.d/root.key");
 }
 
+/// A `--config` that does not exist is a usage error, not an empty
+/// configuration; one that never ends is refused at the size cap.
+#[test]
+fn a_named_config_must_exist_and_be_of_sane_size() {
+    let Some(m) = Machine::new("run-config-named", 1 << 20) else {
+        return;
+    };
+    let missing = m.path("etc/cvm-attest/confg.toml");
+    let missing = missing.to_str().unwrap();
+    let (out, _) = m.run(&["--config", missing, "--kbs", "http://127.0.0.1:9"]);
+    assert_fails_with(&out, 2, &format!("--config: {missing} does not exist"));
+    let out = unit_cmd(&["cleanup", "--config", missing])
+        .env("CVM_ATTEST_ROOT", m.path(""))
+        .output()
+        .unwrap();
+    assert_fails_with(&out, 2, &format!("--config: {missing} does not exist"));
+    let (out, _) = m.run(&["--config", "/dev/zero"]);
+    assert_fails_with(&out, 1, "read /dev/zero: it holds more than 1024 KiB");
+}
+
 /// Without a key-file sink in the configuration, `cleanup` looks up no
 /// device and leaves every key file alone, even that of an open volume.
 #[test]

@@ -133,6 +133,22 @@ fn an_unreadable_ca_file_is_named() {
         "a/b/c",
     ]);
     assert_fails_with(&out, 2, "holds no PEM certificate");
+    // A stream (or a huge wrong file) is read up to a cap, not to the end.
+    let out = agent(&[
+        "get",
+        "--kbs",
+        "https://127.0.0.1:1",
+        "--kbs-ca",
+        "/dev/zero",
+        "--tee",
+        "sample",
+        "a/b/c",
+    ]);
+    assert_fails_with(
+        &out,
+        2,
+        "read KBS CA file /dev/zero: it holds more than 4096 KiB",
+    );
 }
 
 #[test]

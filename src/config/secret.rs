@@ -75,7 +75,8 @@ pub(super) fn convert(
     }
     let Some(resource) = raw.resource else {
         return Err(src.at(table, &base).error(format!(
-            "secret '{name}' has no resource; add resource = \"repo/type/tag\""
+            "secret '{name}' has no resource; add resource = \"repo/type/tag\" (an entry \
+             replaces any earlier one of the same name whole)"
         )));
     };
     let resource = resource

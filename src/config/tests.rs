@@ -41,6 +41,7 @@ impl Etc {
         let dropins = self.0.join("config.d");
         let sources = Sources {
             file: &file,
+            file_given: false,
             dropins: &dropins,
             cmdline,
             initrd,

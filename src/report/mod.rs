@@ -80,12 +80,13 @@ impl Report {
 /// (or an HCL report's embedded SNP report's) signature and says so, and fails when it does not
 /// verify or when the file holds no SNP report.
 pub fn decode_file(path: &Path, json: bool, vcek: Option<&Path>) -> Result<()> {
-    let bytes = std::fs::read(path).with_context(|| format!("read {}", path.display()))?;
+    let bytes = crate::input::read(path, crate::input::DECODE_CAP)
+        .with_context(|| format!("read {}", path.display()))?;
     let report = Report::parse(&bytes).with_context(|| format!("decode {}", path.display()))?;
     let checked = match vcek {
         None => None,
         Some(cert_path) => {
-            let cert = std::fs::read(cert_path)
+            let cert = crate::input::read(cert_path, crate::input::DECODE_CAP)
                 .with_context(|| format!("read the VCEK {}", cert_path.display()))?;
             let raw = report.snp_bytes().with_context(|| {
                 format!(
