@@ -45,6 +45,11 @@ pub async fn run(args: RunArgs) -> Result<()> {
         notify.ready();
         return Ok(());
     }
+    // Every KBS URL, the backups too: a typo found only at failover would
+    // hide until the day the first KBS is down.
+    for url in &config.kbs {
+        crate::http::parse_kbs_url(url, config.insecure_http).map_err(Usage)?;
+    }
     let layout = Layout::standard(&config.secrets_dir);
     // A volume opened already (by the initramfs, or earlier in this boot)
     // needs no key file, and one left for it goes.
@@ -302,7 +307,11 @@ async fn fetch(
                 log::warn!("{e:#}; not asking {url} again");
             } else {
                 asked_wait = asked_wait.max(failure.retry_after().unwrap_or_default());
-                log::warn!("{e:#}; trying the next KBS");
+                if config.kbs.len() > 1 {
+                    log::warn!("{e:#}; trying the next KBS");
+                } else {
+                    log::warn!("{e:#}");
+                }
             }
             last = result.err();
         }

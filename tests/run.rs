@@ -785,6 +785,34 @@ fn a_passed_deadline_is_a_clean_failure() {
     assert!(!notes.iter().any(|n| n.starts_with("READY=1")));
 }
 
+/// A backup KBS URL with a typo is an error before any traffic, not a
+/// surprise on the day the first KBS is down.
+#[test]
+fn every_kbs_url_is_checked_before_any_traffic() {
+    let Some(m) = Machine::new("run-backup-url", 1 << 20) else {
+        return;
+    };
+    let w = World::new("run-backup-url", 1, |_| {});
+    let secret =
+        "[[secret]]\nname = \"k\"\nresource = \"default/key/k0\"\n  [[secret.credential]]\n";
+    m.write_config(&format!(
+        "[kbs]\nurl = [\"{}\", \"htps://kbs-b.example:8080\"]\ninsecure-http = true\n\
+         [tee]\ntype = \"sample\"\n{secret}",
+        w.kbs.url()
+    ));
+    let (out, _) = m.run(&[]);
+    assert_fails_with(
+        &out,
+        2,
+        "KBS URL 'htps://kbs-b.example:8080' has scheme 'htps'",
+    );
+    let url = w.kbs.url();
+    let (out, _) = m.run(&["--kbs", &url, "--kbs", "htps://backup"]);
+    assert_fails_with(&out, 2, "KBS URL 'htps://backup' has scheme 'htps'");
+    assert_eq!(w.kbs.stats().auth, 0, "nothing was sent");
+    assert!(!m.path("run/credstore/k").exists());
+}
+
 /// A KBS that answers 503 with `Retry-After: 60` is left alone: the run does
 /// not go round its KBS list asking again (it used to send thousands of
 /// `/auth` requests a second), and ends at its deadline with the reason.
