@@ -128,11 +128,14 @@ fn parse_url(what: &str, raw: &str) -> Result<Url> {
     })
 }
 
-/// The host part of `raw` when its authority carries `user[:password]@`.
+/// The host part of `raw` when it carries `user[:password]@`: any `@`
+/// before the query counts, since a password may hold a `/` that would end
+/// the authority early (and then be quoted by a parse error).
 fn credentials_host(raw: &str) -> Option<&str> {
     let rest = raw.split_once("://").map_or(raw, |(_, rest)| rest);
-    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
-    authority.rsplit_once('@').map(|(_, host)| host)
+    let before_query = rest.split(['?', '#']).next().unwrap_or_default();
+    let (_, after) = before_query.rsplit_once('@')?;
+    after.split('/').next()
 }
 
 /// Checks the KBS URL before anything is sent.
@@ -509,6 +512,10 @@ mod tests {
                 "for kbs.exämple names a user or password",
             ),
             ("https://u:pw@/", "for its host names a user or password"),
+            (
+                "https://u:p/w@kbs.example:8080/x",
+                "for kbs.example:8080 names a user or password",
+            ),
             ("https://", "parse KBS URL"),
             (
                 "https://kbs.exämple",
@@ -517,7 +524,10 @@ mod tests {
         ] {
             let err = format!("{:#}", parse_kbs_url(raw, false).unwrap_err());
             assert!(err.contains(why), "{raw}: {err}");
-            assert!(!err.contains("pw@") && !err.contains("token@"), "{err}");
+            assert!(
+                !err.contains("pw@") && !err.contains("token@") && !err.contains("p/w"),
+                "{err}"
+            );
         }
     }
 
