@@ -394,7 +394,7 @@ impl Transport {
             if buf.len() + chunk.len() > BODY_CAP {
                 return Err(too_large());
             }
-            buf.extend_from_slice(&chunk);
+            append(&mut buf, &chunk);
         }
         Ok(Attempt::Done(Reply {
             status,
@@ -402,6 +402,18 @@ impl Transport {
             session_cookie,
         }))
     }
+}
+
+/// Appends to a body that may hold the token: when it must grow, into a new
+/// buffer, so that the old one is wiped (a reallocation would free it as is).
+fn append(buf: &mut Zeroizing<Vec<u8>>, chunk: &[u8]) {
+    let needed = buf.len() + chunk.len();
+    if needed > buf.capacity() {
+        let mut bigger = Zeroizing::new(Vec::with_capacity(needed.max(2 * buf.capacity())));
+        bigger.extend_from_slice(buf);
+        *buf = bigger;
+    }
+    buf.extend_from_slice(chunk);
 }
 
 enum Attempt {
@@ -476,7 +488,7 @@ fn chain(err: &reqwest::Error) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::{parse_kbs_url, session_id};
+    use super::{append, parse_kbs_url, session_id};
 
     #[test]
     fn url_checks() {
@@ -529,6 +541,20 @@ mod tests {
                 "{err}"
             );
         }
+    }
+
+    #[test]
+    fn a_growing_body_keeps_every_byte() {
+        let mut buf = zeroize::Zeroizing::new(Vec::new());
+        let mut expected = Vec::new();
+        for i in 0..200u8 {
+            let chunk = vec![i; usize::from(i) % 37 + 1];
+            let before = buf.capacity();
+            append(&mut buf, &chunk);
+            expected.extend_from_slice(&chunk);
+            assert!(buf.capacity() >= before);
+        }
+        assert_eq!(*buf, expected);
     }
 
     #[test]
