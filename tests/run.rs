@@ -600,6 +600,29 @@ fn an_optional_secret_that_cannot_be_delivered_is_skipped() {
     assert_eq!(notes.last().map(|n| n.trim_end()), Some("READY=1"));
 }
 
+/// A group taken out of the configuration is taken away from the file: the
+/// next run does not find the file "unchanged" while another group reads it.
+#[test]
+fn a_group_removed_from_the_configuration_is_taken_back() {
+    let Some(m) = Machine::new("run-group-removed", 1 << 20) else {
+        return;
+    };
+    let w = World::new("run-group-removed", 1, |_| {});
+    let secret = "[[secret]]\nname = \"k\"\nresource = \"default/key/k0\"\n  [[secret.file]]\n  path = \"k.key\"\n  mode = \"0440\"\n";
+    m.write_sample_config(&w.kbs.url(), &format!("{secret}  group = \"daemon\"\n"));
+    let (out, _) = m.run(&[]);
+    assert_exit(&out, 0);
+    let file = m.path("run/cvm-attest/k.key");
+    assert_ne!(std::fs::metadata(&file).unwrap().gid(), 0);
+    m.write_sample_config(&w.kbs.url(), secret);
+    let (out, _) = m.run(&[]);
+    assert_exit(&out, 0);
+    assert_logged(&out, "1 destination(s) written, 0 unchanged");
+    assert_eq!(std::fs::metadata(&file).unwrap().gid(), 0);
+    let (out, _) = m.run(&[]);
+    assert_logged(&out, "0 destination(s) written, 1 unchanged");
+}
+
 /// When a directory on the way cannot be opened up for the secret's group
 /// (here a read-only tmpfs of mode 0700), the run fails saying which.
 #[test]

@@ -65,14 +65,29 @@ pub fn memory_backed(dir: &Path) -> Result<bool> {
     Ok(matches!(fs_magic(dir)?, TMPFS_MAGIC | RAMFS_MAGIC))
 }
 
-fn unchanged(t: &Target<'_>) -> bool {
+/// The owner and group a file created in `dir` gets: the process's, or the
+/// directory's group when it is set-group-ID.
+fn new_file_owner(dir: &Path) -> (u32, u32) {
+    // SAFETY: geteuid and getegid always succeed and touch no memory.
+    let (uid, gid) = unsafe { (libc::geteuid(), libc::getegid()) };
+    match fs::metadata(dir) {
+        Ok(m) if m.mode() & libc::S_ISGID != 0 => (uid, m.gid()),
+        _ => (uid, gid),
+    }
+}
+
+/// Whether the target holds these bytes with this mode and owner already.
+/// Without an owner or group configured, the file must have those a new
+/// file would get: one an earlier configuration gave away is taken back.
+fn unchanged(t: &Target<'_>, dir: &Path) -> bool {
     let Ok(meta) = fs::symlink_metadata(&t.path) else {
         return false;
     };
+    let (uid, gid) = new_file_owner(dir);
     meta.is_file()
         && meta.mode() & 0o7777 == t.mode
-        && t.uid.is_none_or(|u| u == meta.uid())
-        && t.gid.is_none_or(|g| g == meta.gid())
+        && t.uid.unwrap_or(uid) == meta.uid()
+        && t.gid.unwrap_or(gid) == meta.gid()
         && meta.len() == t.data.len() as u64
         && fs::read(&t.path).is_ok_and(|old| Zeroizing::new(old).as_slice() == t.data)
 }
@@ -193,7 +208,7 @@ pub fn stage(t: &Target<'_>) -> Result<Staged> {
         }
     }
     remove_stale(&t.path);
-    if unchanged(t) {
+    if unchanged(t, dir) {
         log::debug!("{} already holds this secret", t.path.display());
         return Ok(Staged {
             temp: None,
