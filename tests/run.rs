@@ -918,6 +918,49 @@ fn configuration_errors_name_file_line_and_key() {
     assert!(notes.iter().any(|n| n.trim_end() == "READY=1"));
 }
 
+/// A key in place that its possessor may not link (made by hand: the
+/// agent's configuration demands that bit) could not be put back if the
+/// delivery failed later: it is not replaced, and the error says what to do.
+#[test]
+fn a_key_that_cannot_be_kept_for_an_undo_is_not_replaced() {
+    use keyutils::keytypes::User;
+    use keyutils::{Keyring, Permission, SpecialKeyring};
+    let Some(m) = Machine::new("run-keep-key", 1 << 20) else {
+        return;
+    };
+    let w = World::new("run-keep-key", 1, |_| {});
+    let desc = format!("cvm-test:keep-{}", m.tag);
+    m.write_sample_config(
+        &w.kbs.url(),
+        &format!(
+            "[delivery]\nkeyring = \"{}\"\n[[secret]]\nname = \"k\"\nresource = \"default/key/k0\"\n  \
+             [[secret.keyring]]\n  type = \"user\"\n  description = \"{desc}\"\n",
+            m.keyring
+        ),
+    );
+    let mut user = Keyring::attach_or_create(SpecialKeyring::User).unwrap();
+    let mut ring = user.add_keyring(m.keyring.as_str()).unwrap();
+    ring.set_permissions(Permission::from_bits_truncate(0x3f3f_0000))
+        .unwrap();
+    let mut key = ring
+        .add_key::<User, _, _>(desc.as_str(), &b"an older key"[..])
+        .unwrap();
+    key.set_permissions(Permission::from_bits_truncate(0x0b0b_0000))
+        .unwrap();
+    let (out, _) = m.run(&[]);
+    let (keys, _) = ring.read().unwrap();
+    let payload = key.read();
+    let _ = ring.invalidate();
+    assert_fails_with(
+        &out,
+        1,
+        "its permissions must grant its possessor link (0x10000000)",
+    );
+    assert_logged(&out, &format!("keyctl purge user '{desc}'"));
+    assert_eq!(keys, [key], "the old key stays in place");
+    assert_eq!(payload.unwrap(), b"an older key");
+}
+
 #[test]
 fn an_exhausted_keyring_quota_is_a_clear_error() {
     // An unprivileged user's key quota is 20000 bytes (keyrings(7)); a

@@ -50,6 +50,10 @@ pub(super) struct RawKeyring {
 const FILE_MODE: u32 = 0o400;
 /// Default key permissions: possessor all, user view (keyrings(7)).
 const KEY_PERM: u32 = 0x3f01_0000;
+/// Key permission bits: others' read, write, search, link and setattr.
+const KEY_OTHER_BEYOND_VIEW: u32 = 0x0000_003e;
+/// The possessor's link bit: a delivery keeps the key it displaces with it.
+const KEY_POSSESSOR_LINK: u32 = 0x1000_0000;
 
 pub(super) fn file_sink(
     src: &Source,
@@ -230,12 +234,27 @@ pub(super) fn keyring_sink(
                     .or_else(|| s.strip_prefix("0X"))
                     .and_then(|hex| u32::from_str_radix(hex, 16).ok()),
             };
-            value.ok_or_else(|| {
-                src.at(perm.span(), format!("{key}.permissions")).error(
+            let at = src.at(perm.span(), format!("{key}.permissions"));
+            let value = value.ok_or_else(|| {
+                at.error(
                     "is not a key permission mask; give 32 bits in hexadecimal, e.g. \
                      \"0x3f010000\" (keyctl(1) describes the bits)",
                 )
-            })?
+            })?;
+            if value & KEY_OTHER_BEYOND_VIEW != 0 {
+                return Err(at.error(format!(
+                    "{value:#010x} lets every user at the key (its last byte grants others more \
+                     than view); end it in 00 or 01, e.g. \"0x3f010000\""
+                )));
+            }
+            if value & KEY_POSSESSOR_LINK == 0 {
+                return Err(at.error(format!(
+                    "{value:#010x} denies the key's possessor link (0x10000000), which the \
+                     agent needs to keep a key until its replacement is delivered; add it, \
+                     e.g. \"0x3f010000\""
+                )));
+            }
+            value
         }
     };
     let timeout = match raw.timeout {

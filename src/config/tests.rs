@@ -553,6 +553,8 @@ fn every_refusal_names_file_line_and_key() {
         (&format!("{ONE}[[secret.keyring]]\ntype = \"logon\"\ndescription = \":root\"\n"), 8, "secret[0].keyring[0].description: logon key description ':root' has no prefix"),
         (&format!("{ONE}[[secret.keyring]]\ntype = \"user\"\ndescription = \"a\"\nkeyring = \"\"\n"), 9, "secret[0].keyring[0].keyring: '' is not a keyring name"),
         (&format!("{ONE}[[secret.keyring]]\ntype = \"user\"\ndescription = \"a\"\npermissions = \"3f\"\n"), 9, "secret[0].keyring[0].permissions: is not a key permission mask"),
+        (&format!("{ONE}[[secret.keyring]]\ntype = \"user\"\ndescription = \"a\"\npermissions = \"0x3f010002\"\n"), 9, "secret[0].keyring[0].permissions: 0x3f010002 lets every user at the key"),
+        (&format!("{ONE}[[secret.keyring]]\ntype = \"user\"\ndescription = \"a\"\npermissions = \"0x0b010000\"\n"), 9, "secret[0].keyring[0].permissions: 0x0b010000 denies the key's possessor link (0x10000000)"),
         (&format!("{ONE}[[secret.keyring]]\ntype = \"user\"\ndescription = \"a\"\ntimeout = 0\n"), 9, "secret[0].keyring[0].timeout: 0 seconds is not a key timeout"),
         // Two sinks, one destination.
         (

@@ -139,6 +139,21 @@ impl Staging {
                 return Ok(());
             }
         }
+        if let Some(old) = &old {
+            // Keep the displaced key alive for `undo`. Without link
+            // permission on it, a failed delivery could not put it back:
+            // refuse rather than risk a half-done one.
+            self.previous.link_key(old).map_err(|e| {
+                anyhow!(
+                    "keep the previous {label} until the delivery is complete: {}; its \
+                     permissions must grant its possessor link (0x10000000): remove it by hand \
+                     (keyctl purge {} '{}') or grant that",
+                    errno_text(e),
+                    kind_name(t.kind),
+                    t.description
+                )
+            })?;
+        }
         let mut new = match t.kind {
             KeyKind::User => self.staging.add_key::<User, _, _>(t.description, t.data),
             KeyKind::Logon => {
@@ -166,13 +181,6 @@ impl Staging {
         if let Some(timeout) = t.timeout {
             new.set_timeout(timeout)
                 .map_err(|e| anyhow!("set the timeout of the {label}: {}", errno_text(e)))?;
-        }
-        if let Some(old) = &old {
-            // Keep the displaced key alive for `undo`; without link permission
-            // on it we cannot, and an undo will then leave the new key out.
-            if let Err(e) = self.previous.link_key(old) {
-                log::debug!("keep the previous {label} for undo: {}", errno_text(e));
-            }
         }
         self.entries.push(Entry {
             item,
