@@ -600,6 +600,31 @@ fn an_optional_secret_that_cannot_be_delivered_is_skipped() {
     assert_eq!(notes.last().map(|n| n.trim_end()), Some("READY=1"));
 }
 
+/// The secret a delivery replaces is overwritten with zeros, not only
+/// unlinked: its pages hold no copy once the run is over.
+#[test]
+fn a_replaced_secret_is_wiped() {
+    let Some(m) = Machine::new("run-replaced", 1 << 20) else {
+        return;
+    };
+    let w = World::new("run-replaced", 1, |_| {});
+    m.write_sample_config(
+        &w.kbs.url(),
+        "[[secret]]\nname = \"k\"\nresource = \"default/key/k0\"\n  [[secret.file]]\n  path = \"k.key\"\n",
+    );
+    let file = m.path("run/cvm-attest/k.key");
+    std::fs::create_dir_all(file.parent().unwrap()).unwrap();
+    let previous = b"the previous secret";
+    std::fs::write(&file, previous).unwrap();
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o400)).unwrap();
+    let pages = m.path("run/old-pages");
+    std::fs::hard_link(&file, &pages).unwrap();
+    let (out, _) = m.run(&[]);
+    assert_exit(&out, 0);
+    assert_eq!(std::fs::read(&file).unwrap(), w.secret("default/key/k0"));
+    assert_eq!(std::fs::read(&pages).unwrap(), vec![0u8; previous.len()]);
+}
+
 /// A group taken out of the configuration is taken away from the file: the
 /// next run does not find the file "unchanged" while another group reads it.
 #[test]
@@ -1136,11 +1161,14 @@ fn cleanup_wipes_the_key_files_of_open_volumes_only() {
     // (no process has a PID above the kernel's limit).
     let stale = m.path("run/cryptsetup-keys.d/.root.key.cvm-attest-old-99999999");
     std::fs::write(&stale, key).unwrap();
+    let stale_pages = m.path("run/stale-pages");
+    std::fs::hard_link(&stale, &stale_pages).unwrap();
     let out = m.cleanup();
     assert_exit(&out, 0);
     assert!(!root.exists(), "{}", stderr(&out));
     assert!(!stale.exists(), "{}", stderr(&out));
     assert_eq!(std::fs::read(&pages).unwrap(), vec![0u8; key.len()]);
+    assert_eq!(std::fs::read(&stale_pages).unwrap(), vec![0u8; key.len()]);
     assert_eq!(std::fs::read(&data).unwrap(), b"still closed");
     assert_eq!(std::fs::read(&other).unwrap(), b"not ours");
 
@@ -1197,6 +1225,23 @@ fn cleanup_without_key_file_sinks_looks_at_no_volume() {
     assert_logged(&out, "no configured volume is open");
     assert_not_logged(&out, "open dm-crypt volumes");
     assert_eq!(std::fs::read(&root).unwrap(), b"not configured here");
+}
+
+/// A key file the agent cannot overwrite (another owner's 0400 file, and the
+/// unit has no CAP_DAC_OVERRIDE) is removed all the same, with a warning.
+#[test]
+fn a_key_file_that_cannot_be_overwritten_is_removed_anyway() {
+    let Some(m) = Machine::new("run-cleanup-foreign", 1 << 20) else {
+        return;
+    };
+    m.write_config(ROOT_VOLUME);
+    m.open_volume("dm-0", "root");
+    let root = m.key_file("root", b"owned by nobody");
+    std::os::unix::fs::chown(&root, Some(65534), Some(65534)).unwrap();
+    let out = m.cleanup();
+    assert_exit(&out, 0);
+    assert_logged(&out, "removing it without wiping it first");
+    assert!(!root.exists());
 }
 
 /// The real root may run no agent (`cvm_attest=0`, no KBS URL) after the

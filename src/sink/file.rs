@@ -145,12 +145,69 @@ pub(super) fn remove_stale(target: &Path) {
             .and_then(|p| p.parse::<u32>().ok());
         let Some(pid) = pid else { continue };
         if pid != std::process::id() && !Path::new("/proc").join(pid.to_string()).exists() {
-            match fs::remove_file(entry.path()) {
-                Ok(()) => log::info!("removed {}, left by an earlier run", entry.path().display()),
-                Err(e) => log::warn!("remove {}: {e}", entry.path().display()),
+            match wipe(&entry.path()) {
+                Ok(true) => log::info!(
+                    "wiped and removed {}, left by an earlier run",
+                    entry.path().display()
+                ),
+                Ok(false) => {}
+                Err(e) => log::warn!("{e:#}"),
             }
         }
     }
+}
+
+/// Overwrites a regular file with zeros in place (tmpfs keeps the same
+/// pages), then removes it. `Ok(false)`: there was no such file. One that
+/// cannot be overwritten (another owner's 0400 file, and no
+/// CAP_DAC_OVERRIDE) is removed all the same, with a warning.
+pub(super) fn wipe(path: &Path) -> Result<bool> {
+    match fs::symlink_metadata(path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+        Err(e) => return Err(e).with_context(|| format!("stat {}", path.display())),
+        Ok(meta) if !meta.is_file() => bail!(
+            "{} is not a regular file (a symlink, directory, device or pipe); remove it by hand",
+            path.display()
+        ),
+        Ok(_) => {}
+    }
+    if let Err(e) = overwrite(path) {
+        log::warn!("{e:#}; removing it without wiping it first");
+    }
+    fs::remove_file(path).with_context(|| format!("remove {}", path.display()))?;
+    Ok(true)
+}
+
+/// The units run as root without CAP_DAC_OVERRIDE and key files are 0400,
+/// so the file is opened for reading, made writable by its owner, and
+/// opened again for the overwrite (the same inode, checked).
+fn overwrite(path: &Path) -> Result<()> {
+    let open = |write: bool| {
+        OpenOptions::new()
+            .read(!write)
+            .write(write)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+            .open(path)
+    };
+    let file = open(false).with_context(|| format!("open {} to wipe it", path.display()))?;
+    let meta = file
+        .metadata()
+        .with_context(|| format!("stat {}", path.display()))?;
+    file.set_permissions(Permissions::from_mode(0o600))
+        .with_context(|| format!("make {} writable", path.display()))?;
+    let writer = open(true).with_context(|| format!("open {} to wipe it", path.display()))?;
+    let again = writer
+        .metadata()
+        .with_context(|| format!("stat {}", path.display()))?;
+    anyhow::ensure!(
+        (again.dev(), again.ino()) == (meta.dev(), meta.ino()) && meta.is_file(),
+        "{} was replaced while being wiped",
+        path.display()
+    );
+    let zeros = vec![0u8; meta.size() as usize];
+    (&writer)
+        .write_all(&zeros)
+        .with_context(|| format!("overwrite {}", path.display()))
 }
 
 fn hidden(target: &Path, suffix: &str) -> Result<PathBuf> {
@@ -218,7 +275,7 @@ pub fn stage(t: &Target<'_>) -> Result<Staged> {
         });
     }
     let temp = hidden(&t.path, "new")?;
-    let _ = fs::remove_file(&temp);
+    let _ = wipe(&temp);
     let write = || -> std::io::Result<()> {
         let mut file: File = OpenOptions::new()
             .write(true)
@@ -243,7 +300,7 @@ pub fn stage(t: &Target<'_>) -> Result<Staged> {
         file.write_all(t.data)
     };
     if let Err(e) = write() {
-        let _ = fs::remove_file(&temp);
+        let _ = wipe(&temp);
         return Err(e).with_context(|| format!("write {}", t.path.display()));
     }
     Ok(Staged {
@@ -277,6 +334,7 @@ impl Staged {
             self.backup = Some(backup);
         }
         if let Err(e) = fs::rename(temp, &self.target) {
+            // Not wiped: the backup is a second name of the target in place.
             if let Some(backup) = self.backup.take() {
                 let _ = fs::remove_file(backup);
             }
@@ -294,20 +352,23 @@ impl Staged {
             return;
         }
         let result = match &self.backup {
-            Some(backup) => fs::rename(backup, &self.target),
-            None => fs::remove_file(&self.target),
+            Some(backup) => fs::rename(backup, &self.target).map_err(anyhow::Error::from),
+            None => wipe(&self.target).map(|_| ()),
         };
         if let Err(e) = result {
-            log::error!("restore {}: {e}", self.target.display());
+            log::error!("restore {}: {e:#}", self.target.display());
         }
         self.committed = false;
         self.backup = None;
     }
 
-    /// Drops the backup once the whole delivery succeeded.
+    /// Wipes the backup (the previous secret) once the whole delivery
+    /// succeeded.
     pub fn finish(mut self) {
         if let Some(backup) = self.backup.take() {
-            let _ = fs::remove_file(backup);
+            if let Err(e) = wipe(&backup) {
+                log::warn!("{e:#}");
+            }
         }
         self.committed = false;
         self.temp = None;
@@ -318,7 +379,7 @@ impl Drop for Staged {
     fn drop(&mut self) {
         if let Some(temp) = &self.temp {
             if !self.committed {
-                let _ = fs::remove_file(temp);
+                let _ = wipe(temp);
             }
         }
     }

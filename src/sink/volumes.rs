@@ -12,12 +12,8 @@
 //! yet open names as its key file (third column) is kept for that volume.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::fs::{self, OpenOptions, Permissions};
-use std::io::Write;
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::fs;
 use std::path::{Path, PathBuf};
-
-use anyhow::{Context, Result};
 
 use super::{Layout, Secret, Sink};
 
@@ -90,7 +86,7 @@ pub fn forget_open(layout: &Layout, secrets: &[Secret]) -> (BTreeSet<String>, us
             );
             continue;
         }
-        match wipe(&path) {
+        match super::file::wipe(&path) {
             Ok(true) => log::info!(
                 "volume '{volume}' is open: wiped and removed {}",
                 path.display()
@@ -158,52 +154,6 @@ pub fn skip_open(secrets: Vec<Secret>, open: &BTreeSet<String>) -> Vec<Secret> {
         }
     }
     out
-}
-
-/// Overwrites a regular file with zeros in place (tmpfs keeps the same
-/// pages), then removes it. `Ok(false)`: there was no such file.
-///
-/// The units run as root without CAP_DAC_OVERRIDE and key files are 0400,
-/// so the file is opened for reading, made writable by its owner, and
-/// opened again for the overwrite (the same inode, checked).
-fn wipe(path: &Path) -> Result<bool> {
-    let open = |write: bool| {
-        OpenOptions::new()
-            .read(!write)
-            .write(write)
-            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
-            .open(path)
-    };
-    let file = match open(false) {
-        Ok(f) => f,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
-        Err(e) => return Err(e).with_context(|| format!("open {}", path.display())),
-    };
-    let meta = file
-        .metadata()
-        .with_context(|| format!("stat {}", path.display()))?;
-    anyhow::ensure!(
-        meta.is_file(),
-        "{} is not a regular file; remove it by hand",
-        path.display()
-    );
-    file.set_permissions(Permissions::from_mode(0o600))
-        .with_context(|| format!("make {} writable", path.display()))?;
-    let writer = open(true).with_context(|| format!("open {} to wipe it", path.display()))?;
-    let again = writer
-        .metadata()
-        .with_context(|| format!("stat {}", path.display()))?;
-    anyhow::ensure!(
-        (again.dev(), again.ino()) == (meta.dev(), meta.ino()),
-        "{} was replaced while being wiped; run again",
-        path.display()
-    );
-    let zeros = vec![0u8; meta.size() as usize];
-    (&writer)
-        .write_all(&zeros)
-        .with_context(|| format!("overwrite {}", path.display()))?;
-    fs::remove_file(path).with_context(|| format!("remove {}", path.display()))?;
-    Ok(true)
 }
 
 #[cfg(test)]
