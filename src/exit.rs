@@ -2,11 +2,12 @@
 //! Exit codes, part of the interface (README "Exit codes"):
 //! 0 done; 1 any other failure; 2 bad arguments (found before any traffic);
 //! 3 the KBS refused (policy, attestation, missing resource, protocol);
-//! 4 the KBS unreachable or failing within the deadline; 5 no usable TEE.
+//! 4 the KBS unreachable or failing within the deadline; 5 no usable TEE
+//! (none detected, or the one named has no working interface).
 
 use std::process::ExitCode;
 
-use crate::evidence::NoPlatform;
+use crate::evidence::{NoPlatform, Unavailable};
 use crate::http::TransportError;
 use crate::jwe::JweError;
 use crate::problem::KbsError;
@@ -48,7 +49,7 @@ pub fn code(err: &anyhow::Error) -> ExitCode {
         if cause.is::<JweError>() {
             return ExitCode::from(REFUSED);
         }
-        if cause.is::<NoPlatform>() {
+        if cause.is::<NoPlatform>() || cause.is::<Unavailable>() {
             return ExitCode::from(NO_TEE);
         }
         if cause.is::<TransportError>() {

@@ -115,6 +115,41 @@ pub fn run(tcti: &str) -> Probe {
     }
 }
 
+/// What keeps this guest from giving `platform`'s evidence, found with no
+/// traffic: a platform named rather than detected is checked so before the
+/// KBS is asked anything. `None` when its interfaces are there.
+pub fn missing(platform: Platform, tcti: &str) -> Option<String> {
+    match platform {
+        Platform::Sample => None,
+        // A TCTI that is not supported is a usage error, told later.
+        Platform::Tpm | Platform::AzSnpVtpm | Platform::AzTdxVtpm => crate::tpm::device_path(tcti)
+            .ok()
+            .and_then(crate::tpm::absent),
+        Platform::Snp => {
+            let (tsm, provider) = configfs_tsm();
+            if provider.as_deref() == Some("sev_guest") {
+                return None;
+            }
+            let sev = sev_guest();
+            (sev.state != State::Usable).then(|| {
+                format!(
+                    "configfs-tsm offers no SEV-SNP report ({}), and {}: {}",
+                    tsm.detail, sev.path, sev.detail
+                )
+            })
+        }
+        Platform::Tdx => {
+            let (tsm, provider) = configfs_tsm();
+            (provider.as_deref() != Some("tdx_guest")).then(|| {
+                format!(
+                    "TDX quotes come only through configfs-tsm, which offers none ({})",
+                    tsm.detail
+                )
+            })
+        }
+    }
+}
+
 /// The choice among the hardware interfaces.
 fn hardware(
     provider: Option<&str>,

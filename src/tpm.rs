@@ -56,6 +56,13 @@ pub fn device_path(tcti: &str) -> Result<&str> {
     }
 }
 
+/// Why the TPM device at `path` cannot be used, when it does not exist.
+pub fn absent(path: &str) -> Option<String> {
+    (!std::path::Path::new(path).exists()).then(|| {
+        format!("no TPM at {path}: this VM has no (v)TPM, or its driver is not loaded (tpm_crb/tpm_tis)")
+    })
+}
+
 /// How long one TPM request may take. Creating an AK under the EK is the
 /// slowest (RSA key generation: seconds on a slow TPM).
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
@@ -91,8 +98,8 @@ impl Tpm {
     /// Opens the TPM behind `tcti`, a device TCTI (`device:/dev/tpmrm0`).
     pub fn open(tcti: &str) -> Result<Tpm> {
         let path = device_path(tcti)?;
-        if !std::path::Path::new(path).exists() {
-            bail!("no TPM at {path}: this VM has no (v)TPM, or its driver is not loaded (tpm_crb/tpm_tis)");
+        if let Some(absent) = absent(path) {
+            bail!(absent);
         }
         let helper = HELPER.path();
         let mut child = HELPER.spawn(&helper, [tcti], Stdio::piped())?;

@@ -280,6 +280,25 @@ fn a_ccel_that_does_not_parse_is_left_out() {
     );
 }
 
+/// A TEE named with --tee whose interfaces this guest lacks is found before
+/// any traffic: exit 5, the reason, and where to look.
+#[test]
+fn a_named_tee_without_its_interfaces_fails_before_any_traffic() {
+    let root = TempDir::new("named-absent");
+    let w = world("named-absent");
+    for (tee, why) in [
+        ("snp", "dev/sev-guest: no SEV-SNP guest driver"),
+        ("tdx", "TDX quotes come only through configfs-tsm"),
+        ("az-snp-vtpm", "this VM has no (v)TPM"),
+    ] {
+        let out = get_in(&w, root.path(), &["--tee", tee, "default/key/k0"]);
+        assert_fails_with(&out, 5, &format!("TEE {tee} was named, but this guest"));
+        assert_logged(&out, why);
+        assert_logged(&out, "run `cvm-attest probe` for details");
+    }
+    assert_eq!(w.kbs.stats().auth, 0, "nothing was sent");
+}
+
 /// Each bad input: the knob, the command, the code, the message.
 #[test]
 fn bad_inputs_fail_clearly() {
@@ -304,7 +323,12 @@ fn bad_inputs_fail_clearly() {
         f.provider = Some(Provider::Tdx)
     });
     let out = evidence(root.path());
-    assert_fails_with(&out, 1, "has provider 'tdx_guest', not 'sev_guest'");
+    assert_fails_with(
+        &out,
+        5,
+        "TEE snp was named, but this guest cannot give its evidence: configfs-tsm offers no \
+         SEV-SNP report (provider tdx_guest)",
+    );
     // A concurrent writer: once is retried, always is an error.
     tsm.knobs().update(|f| {
         f.provider = Some(Provider::Sev);
@@ -353,10 +377,11 @@ fn bad_inputs_fail_clearly() {
     );
     assert_logged(&out, &format!("{} exists: trying the next name", left[0]));
     std::fs::remove_dir(report.join(&left[0])).unwrap();
-    // No permission to create an entry.
+    // No permission to create an entry: found before any traffic (no TEE
+    // usable, exit 5).
     tsm.knobs().update(|f| f.deny = true);
     let out = evidence(root.path());
-    assert_fails_with(&out, 1, "permission denied creating a report");
+    assert_fails_with(&out, 5, "permission denied creating a report");
     assert!(
         tsm.knobs().entries().is_empty(),
         "no entry is left behind on any path"
@@ -396,6 +421,6 @@ fn bad_inputs_fail_clearly() {
         f.deny_open = true
     });
     let out = evidence(root.path());
-    assert_fails_with(&out, 1, "permission denied opening");
+    assert_fails_with(&out, 5, "permission denied opening");
     assert_logged(&out, "run as root");
 }

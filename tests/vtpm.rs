@@ -428,7 +428,7 @@ fn bad_vtpm_and_imds_inputs_fail_clearly() {
         .env("CVM_ATTEST_ROOT", root.path())
         .output()
         .unwrap();
-    assert_fails_with(&out, 1, "this VM has no (v)TPM");
+    assert_fails_with(&out, 5, "this VM has no (v)TPM");
     for tcti in [
         "bogus:x",
         "swtpm:host=127.0.0.1,port=2321",

@@ -62,10 +62,19 @@ pub struct TeeOptions {
 )]
 pub struct NoPlatform(pub String);
 
+/// The platform named (`--tee`, or `tee.type` in the configuration) has no
+/// working interface here.
+#[derive(Debug, thiserror::Error)]
+#[error("TEE {0} was named, but this guest cannot give its evidence: {1}; run `cvm-attest probe` for details")]
+pub struct Unavailable(pub &'static str, pub String);
+
 impl Platform {
     /// The platform named on the command line, or the one detected.
     pub fn select(chosen: Option<Platform>, options: &TeeOptions) -> Result<Platform> {
         if let Some(p) = chosen {
+            if let Some(why) = probe::missing(p, &options.tcti) {
+                return Err(Unavailable(p.name(), why).into());
+            }
             return Ok(p);
         }
         let probe = probe::run(&options.tcti);
