@@ -36,6 +36,8 @@ RUNS = int(os.environ.get("BENCH_RUNS", "50"))
 def start_kbs(resources, work, tls):
     url_file = os.path.join(work, "url-" + ("tls" if tls else "http"))
     args = [REFKBS, "--resources", resources, "--listen", "127.0.0.1:0", "--url-file", url_file, "--quiet"]
+    # Trustee's default policy refuses the sample TEE; allow_all, as its tests.
+    args += ["--allow-all"]
     # One thread: its CPU time is then the KBS's own time, scheduling and all.
     args += ["--workers", "0"]
     if tls:

@@ -120,7 +120,7 @@ fn a_luks_root_unlocks_at_boot_with_the_key_from_the_kbs() {
     let Some(kernel) = ready(name) else {
         return;
     };
-    let (out, marker) = boot("boot-ok", &kernel, "sample", Policy::default());
+    let (out, marker) = boot("boot-ok", &kernel, "sample", Policy::allow_all());
     let log = console(&out);
     assert!(out.status.success(), "{log}");
     assert!(!marker.is_empty(), "{log}");
@@ -175,7 +175,7 @@ fn a_tpm_quote_through_the_helper_unlocks_the_root_at_boot() {
     let Some(kernel) = ready(name) else {
         return;
     };
-    let (out, marker) = boot("boot-tpm", &kernel, "tpm", Policy::default());
+    let (out, marker) = boot("boot-tpm", &kernel, "tpm", Policy::allow_all());
     let log = console(&out);
     assert!(out.status.success(), "{log}");
     assert!(!marker.is_empty(), "{log}");

@@ -30,7 +30,7 @@ head -c 32 /dev/urandom > "$res/default/ssh/host-ed25519"
 cp tests/data/tls/server.pem "$res/default/tls/server.pem"
 head -c 32 /dev/urandom > "$res/fraud-model/dataset/transactions-key"
 
-"$kbs" --resources "$res" --listen 127.0.0.1:0 \
+"$kbs" --resources "$res" --listen 127.0.0.1:0 --allow-all \
   --tls-cert tests/data/tls/server.pem --tls-key tests/data/tls/server.key \
   --url-file "$work/url" --quiet >/dev/null &
 kbs_pid=$!

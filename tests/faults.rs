@@ -136,8 +136,12 @@ fn expired_session_gets_one_fresh_handshake() {
 
 #[test]
 fn expired_token_gets_one_fresh_handshake() {
-    // JWT `exp` has one-second resolution: a 2 s lifetime is over after 3.2 s.
-    let w = World::new("token", 1, |c| c.token_lifetime = Duration::from_secs(2));
+    // JWT `exp` has one-second resolution: a 2 s lifetime is over after 3.2 s
+    // (Trustee would wait out its 60 s leeway first; none here, to be quick).
+    let w = World::new("token", 1, |c| {
+        c.token_lifetime = Duration::from_secs(2);
+        c.token_leeway = Duration::ZERO;
+    });
     w.kbs.push_fault(fault(
         Endpoint::Resource,
         1,

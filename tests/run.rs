@@ -788,6 +788,7 @@ fn a_kbs_down_for_twenty_seconds_is_waited_for() {
     let server = std::thread::spawn(move || {
         std::thread::sleep(Duration::from_secs(20));
         let mut config = refkbs::Config::new(res);
+        config.policy = refkbs::Policy::allow_all();
         config.listen = format!("127.0.0.1:{port}").parse().unwrap();
         config.quiet = true;
         let kbs = refkbs::RefKbs::start(config).unwrap();

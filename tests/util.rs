@@ -52,6 +52,8 @@ impl World {
         }
         let mut config = Config::new(&root);
         config.quiet = true;
+        // The sample TEE needs it, as in Trustee's own tests.
+        config.policy = refkbs::Policy::allow_all();
         tweak(&mut config);
         let kbs = RefKbs::start(config).expect("start the reference KBS");
         World { dir, kbs, secrets }

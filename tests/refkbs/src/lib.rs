@@ -39,7 +39,9 @@ pub use state::{Recorded, State, Stats};
 pub use tls::acceptor as tls_acceptor;
 pub use verifier::ccel::replay as ccel_replay;
 
-/// Server configuration; [`Config::new`] gives Trustee's defaults.
+/// Server configuration; [`Config::new`] gives Trustee's defaults, whose
+/// resource policy refuses `sample` evidence (tests that use it set
+/// [`Policy::allow_all`], as Trustee's own tests load `allow_all.rego`).
 #[derive(Debug, Clone)]
 pub struct Config {
     pub listen: SocketAddr,
@@ -51,6 +53,9 @@ pub struct Config {
     pub version: String,
     pub session_timeout: Duration,
     pub token_lifetime: Duration,
+    /// How long past its `exp` a token is still accepted: jsonwebtoken's
+    /// default leeway, 60 s, which Trustee's token verifier keeps.
+    pub token_leeway: Duration,
     /// Silence the diagnostics on stderr.
     pub quiet: bool,
     /// The AMD root key (PEM or DER) SNP evidence must chain to; without it
@@ -65,11 +70,12 @@ impl Config {
         Config {
             listen: SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
             resources: resources.into(),
-            policy: Policy::allow_all(),
+            policy: Policy::trustee_default(),
             tls: None,
             version: "0.4.0".to_string(),
             session_timeout: Duration::from_secs(5 * 60),
             token_lifetime: Duration::from_secs(5 * 60),
+            token_leeway: Duration::from_secs(60),
             quiet: false,
             snp_ark: None,
         }

@@ -23,9 +23,13 @@ struct Args {
     /// Address to listen on (port 0 picks a free port).
     #[arg(long, default_value = "127.0.0.1:8080")]
     listen: SocketAddr,
-    /// Resource policy file (`allow|deny <tee|*> <repo>/<type>/<tag>` lines).
+    /// Resource policy file (`allow|deny <tee|*> <repo>/<type>/<tag>` lines)
+    /// [default: Trustee's default.rego, every TEE but sample]
     #[arg(long, value_name = "FILE")]
     policy: Option<PathBuf>,
+    /// Release every resource to every TEE, sample included (Trustee's allow_all.rego)
+    #[arg(long, conflicts_with = "policy")]
+    allow_all: bool,
     /// Serve HTTPS with this PEM certificate chain (needs --tls-key).
     #[arg(long, value_name = "PEM", requires = "tls_key")]
     tls_cert: Option<PathBuf>,
@@ -41,6 +45,9 @@ struct Args {
     /// Attestation token lifetime in seconds.
     #[arg(long, value_name = "SECS", default_value_t = 300)]
     token_lifetime: u64,
+    /// How long past its expiry a token is still accepted (Trustee: 60).
+    #[arg(long, value_name = "SECS", default_value_t = 60)]
+    token_leeway: u64,
     /// Write the URL to this file once listening.
     #[arg(long, value_name = "FILE")]
     url_file: Option<PathBuf>,
@@ -73,12 +80,16 @@ fn run(args: Args) -> Result<()> {
     if let Some(path) = &args.policy {
         config.policy = Policy::from_file(path)?;
     }
+    if args.allow_all {
+        config.policy = Policy::allow_all();
+    }
     if let (Some(cert_chain), Some(key)) = (args.tls_cert, args.tls_key) {
         config.tls = Some(Tls { cert_chain, key });
     }
     config.version = args.protocol_version;
     config.session_timeout = Duration::from_secs(args.session_timeout);
     config.token_lifetime = Duration::from_secs(args.token_lifetime);
+    config.token_leeway = Duration::from_secs(args.token_leeway);
     config.quiet = args.quiet;
     config.snp_ark = args.snp_ark;
 

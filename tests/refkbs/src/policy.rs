@@ -5,7 +5,9 @@
 //! Ordered rules, first match wins. A rule names an effect, a TEE (or `*`) and a
 //! `repo/type/tag` pattern whose segments are literals or `*`. When a policy has
 //! rules and none matches, access is denied (Trustee's `default allow = false`);
-//! a policy without rules allows everything (like the `allow = true` test policy).
+//! a policy without rules allows everything (Trustee's `allow_all.rego`).
+//! [`Policy::trustee_default`] is Trustee's `default.rego`: every TEE but
+//! `sample` (kbs-protocol.md §5).
 //!
 //! Text format (`--policy FILE`): one rule per line, `allow <tee|*> <repo>/<type>/<tag>`
 //! or `deny ...`; `#` starts a comment; blank lines are ignored.
@@ -96,7 +98,7 @@ impl FromStr for Rule {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Policy {
     rules: Vec<Rule>,
 }
@@ -105,6 +107,15 @@ impl Policy {
     /// No rules: every attested TEE may read every resource.
     pub fn allow_all() -> Policy {
         Policy { rules: Vec::new() }
+    }
+
+    /// Trustee's default resource policy: any resource, to any TEE whose
+    /// evidence is not `sample`.
+    pub fn trustee_default() -> Policy {
+        Policy::from_rules(vec![
+            Rule::deny("sample", "*/*/*").expect("a valid rule"),
+            Rule::allow("*", "*/*/*").expect("a valid rule"),
+        ])
     }
 
     pub fn from_rules(rules: Vec<Rule>) -> Policy {

@@ -23,7 +23,7 @@ fn try_get(state: &State, headers: &HeaderMap, path: &str) -> Result<Reply, Prob
     let token = session_token(state, headers)
         .or_else(|| session::bearer(headers))
         .ok_or(Problem::TokenNotFound)?;
-    let grant = match state.signer.verify(&token) {
+    let grant = match state.signer.verify(&token, state.token_leeway) {
         Ok(_) if state.token_revoked(&token) => {
             state.log("resource: token expired by expire_sessions");
             return Err(Problem::TokenVerifier);

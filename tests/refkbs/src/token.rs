@@ -72,6 +72,11 @@ impl Signer {
 
     /// Issues a token valid for `lifetime` from now.
     pub fn issue(&self, appraisal: &Appraisal<'_>, lifetime: Duration) -> Result<String> {
+        self.issue_at(appraisal, unix_now() + lifetime.as_secs())
+    }
+
+    /// A token whose `exp` is `exp` (seconds since the epoch).
+    fn issue_at(&self, appraisal: &Appraisal<'_>, exp: u64) -> Result<String> {
         let iat = unix_now();
         let mut evidence = json!({
             "report_data": appraisal.report_data,
@@ -92,7 +97,7 @@ impl Signer {
                     ANNOTATED_EVIDENCE: evidence,
                 },
             },
-            "exp": iat + lifetime.as_secs(),
+            "exp": exp,
             "iss": "CoCo-Attestation-Service",
         });
         let signing_input = format!(
@@ -110,8 +115,10 @@ impl Signer {
         ))
     }
 
-    /// Checks signature (our key only) and `exp`, then extracts TEE and TEE key.
-    pub fn verify(&self, token: &str) -> Result<Grant> {
+    /// Checks signature (our key only) and `exp`, then extracts TEE and TEE
+    /// key. Like jsonwebtoken in Trustee, a token is refused only once `exp`
+    /// is more than `leeway` past.
+    pub fn verify(&self, token: &str, leeway: Duration) -> Result<Grant> {
         let mut parts = token.split('.');
         let (Some(header), Some(payload), Some(signature), None) =
             (parts.next(), parts.next(), parts.next(), parts.next())
@@ -137,7 +144,7 @@ impl Signer {
         let exp = claims["exp"]
             .as_u64()
             .ok_or_else(|| anyhow!("token has no exp"))?;
-        if unix_now() >= exp {
+        if exp.saturating_add(leeway.as_secs()) < unix_now() {
             bail!("token expired at {exp}");
         }
         let evidence = &claims["submods"]["cpu0"][ANNOTATED_EVIDENCE];
@@ -176,7 +183,7 @@ mod tests {
     use kbs_types::Tee;
     use serde_json::json;
 
-    use super::{tee_name, Appraisal, Signer};
+    use super::{tee_name, unix_now, Appraisal, Signer};
 
     #[test]
     fn issue_and_verify() {
@@ -191,11 +198,17 @@ mod tests {
         let token = signer
             .issue(&appraisal, Duration::from_secs(60))
             .expect("issue");
-        let grant = signer.verify(&token).expect("verify");
+        let grant = signer.verify(&token, Duration::ZERO).expect("verify");
         assert_eq!(grant.tee, Tee::AzSnpVtpm);
-        assert!(Signer::new().expect("other").verify(&token).is_err());
-        let expired = signer.issue(&appraisal, Duration::ZERO).expect("issue");
-        assert!(signer.verify(&expired).is_err());
+        assert!(Signer::new()
+            .expect("other")
+            .verify(&token, Duration::ZERO)
+            .is_err());
+        // Issued already past its `exp` (a lifetime of -2 s): refused, unless
+        // within the leeway.
+        let expired = signer.issue_at(&appraisal, unix_now() - 2).expect("issue");
+        assert!(signer.verify(&expired, Duration::ZERO).is_err());
+        assert!(signer.verify(&expired, Duration::from_secs(60)).is_ok());
         assert_eq!(tee_name(Tee::AzSnpVtpm), "az-snp-vtpm");
     }
 }

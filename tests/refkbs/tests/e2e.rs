@@ -228,6 +228,7 @@ fn resources() -> PathBuf {
 fn start(configure: impl FnOnce(&mut Config)) -> RefKbs {
     let mut config = Config::new(resources());
     config.quiet = true;
+    config.policy = Policy::allow_all();
     configure(&mut config);
     RefKbs::start(config).expect("start")
 }
@@ -408,6 +409,21 @@ fn error_documents() {
     let mut status = [0u8; 12];
     stream.read_exact(&mut status).expect("read");
     assert_eq!(&status, b"HTTP/1.1 413");
+}
+
+/// Trustee's default resource policy (`Config::new`'s) refuses `sample`
+/// evidence, as a stock Trustee KBS does (capture wire/policy-deny).
+#[test]
+fn the_default_policy_refuses_sample() {
+    let kbs = start(|c| c.policy = Config::new("/").policy);
+    let mut client = Client::new(&kbs);
+    client.handshake();
+    assert_eq!(
+        client
+            .send("GET", "/kbs/v0/resource/default/key/test", b"")
+            .problem(),
+        (401, "PolicyDeny".into(), "Access denied by policy".into())
+    );
 }
 
 #[test]
