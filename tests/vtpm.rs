@@ -180,6 +180,7 @@ fn tpm_without_a_persisted_ak_makes_one_and_the_kbs_accepts_it() {
     assert_exit(&out, 0);
     assert_eq!(out.stdout, w.secret("default/key/k0"));
     assert_logged(&out, "creating one under the endorsement key");
+    assert_logged(&out, "a KBS policy that checks trusted_aks cannot know it");
     assert_eq!(
         w.kbs.stats().attest,
         1,

@@ -134,7 +134,12 @@ impl Tpm {
                 "no attestation key at persistent handle {handle:#010x} on {} ({e})",
                 self.tcti
             ),
-            Err(_) => log::info!("no AK at {handle:#010x}: creating one under the endorsement key"),
+            Err(_) => log::warn!(
+                "no AK at {handle:#010x}: creating one under the endorsement key; it lasts \
+                 for this run only, so a KBS policy that checks trusted_aks cannot know it: \
+                 persist an AK at {handle:#010x} (tpm2_createak, tpm2_evictcontrol) or name \
+                 one with --ak-handle"
+            ),
         }
         let ek = ek::create_ek_object(&mut self.ctx, AsymmetricAlgorithm::Rsa, None)
             .context("create the endorsement key")?;
