@@ -569,6 +569,28 @@ fn a_sink_path_that_is_not_a_regular_file_delivers_nothing() {
     assert!(!m.path("run/credstore/small").exists(), "all or nothing");
 }
 
+/// A symlink among the directories on the way (one a service user could
+/// plant in its own runtime directory) is refused: the secret does not
+/// follow it into another directory.
+#[test]
+fn a_symlink_on_the_way_to_a_sink_delivers_nothing() {
+    let Some(m) = Machine::new("run-symlink-dir", 1 << 20) else {
+        return;
+    };
+    let w = World::new("run-symlink-dir", 1, |_| {});
+    m.write_sample_config(
+        &w.kbs.url(),
+        "[[secret]]\nname = \"app\"\nresource = \"default/key/k0\"\n  [[secret.file]]\n  path = \"/run/app/tls/app.key\"\n",
+    );
+    let elsewhere = m.path("run/credstore");
+    std::fs::create_dir_all(&elsewhere).unwrap();
+    std::fs::create_dir_all(m.path("run/app")).unwrap();
+    std::os::unix::fs::symlink(&elsewhere, m.path("run/app/tls")).unwrap();
+    let (out, _) = m.run(&[]);
+    assert_fails_with(&out, 1, "run/app/tls is a symlink");
+    assert_eq!(std::fs::read_dir(&elsewhere).unwrap().count(), 0);
+}
+
 /// An optional secret that cannot be delivered is skipped with a warning;
 /// the required ones are delivered and the run succeeds.
 #[test]

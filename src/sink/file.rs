@@ -92,6 +92,23 @@ fn unchanged(t: &Target<'_>, dir: &Path) -> bool {
         && fs::read(&t.path).is_ok_and(|old| Zeroizing::new(old).as_slice() == t.data)
 }
 
+/// Refuses a symlink among the directories from `/run` down to `dir`: one
+/// placed in a directory another user owns (a service's runtime directory)
+/// would send the secret, chowned to its owner, wherever it points.
+fn no_symlink_on_the_way(dir: &Path) -> Result<()> {
+    let run = crate::root::path("/run");
+    for d in dir.ancestors().take_while(|d| d.starts_with(&run)) {
+        if fs::symlink_metadata(d).is_ok_and(|m| m.file_type().is_symlink()) {
+            bail!(
+                "{} is a symlink; secrets are delivered only through real directories: name \
+                 the directory it points to",
+                d.display()
+            );
+        }
+    }
+    Ok(())
+}
+
 /// Gives `dir` and every directory above it search permission for all:
 /// `RuntimeDirectoryMode=0700` or an older run's mode would keep another
 /// owner out. A directory root does not own is someone else's to open: left
@@ -231,6 +248,9 @@ pub fn stage(t: &Target<'_>) -> Result<Staged> {
     // directories on the way get search permission for all (o+x, never
     // read: the names stay unlisted; the file's own mode guards it).
     let shared = t.uid.is_some() || t.gid.is_some();
+    if t.memory_only {
+        no_symlink_on_the_way(dir)?;
+    }
     let dir_mode = if shared {
         t.dir_mode | 0o111
     } else {
