@@ -19,6 +19,7 @@ use crate::teekey::TeeKey;
 
 /// `get`: plan the output, attest once, fetch everything, write it.
 pub async fn get(args: GetArgs) -> Result<()> {
+    let listed = args.resources.len();
     let mut resources: Vec<ResourcePath> = Vec::with_capacity(args.resources.len());
     for r in args.resources {
         if resources.contains(&r) {
@@ -27,7 +28,7 @@ pub async fn get(args: GetArgs) -> Result<()> {
             resources.push(r);
         }
     }
-    let output = Output::plan(args.output.as_deref(), &resources).map_err(Usage)?;
+    let output = Output::plan(args.output.as_deref(), &resources, listed).map_err(Usage)?;
     let options = args.tee.options(args.kbs.timeout);
     let platform = Platform::select(args.tee.tee, &options)?;
     let transport = Transport::new(&args.kbs.transport()).map_err(Usage)?;

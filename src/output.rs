@@ -26,8 +26,14 @@ pub enum Output {
 }
 
 impl Output {
-    /// Checks the destination for `resources` before anything is fetched.
-    pub fn plan(output: Option<&Path>, resources: &[ResourcePath]) -> Result<Output> {
+    /// Checks the destination for `resources` (each once) before anything
+    /// is fetched. `--output` names a directory when `listed` (the command
+    /// line's count) is more than one, even if they were the same.
+    pub fn plan(
+        output: Option<&Path>,
+        resources: &[ResourcePath],
+        listed: usize,
+    ) -> Result<Output> {
         let count = resources.len();
         let explicit_stdout = output == Some(Path::new("-"));
         match output {
@@ -43,21 +49,24 @@ impl Output {
             ),
             None => Ok(Output::Stdout),
             Some(_) if explicit_stdout => Ok(Output::Stdout),
-            Some(path) if count > 1 => {
+            Some(path) if listed > 1 => {
                 if path.exists() && !path.is_dir() {
-                    bail!("--output {} is not a directory; with {count} resources it must name one", path.display());
+                    bail!("--output {} is not a directory; with {listed} resources it must name one", path.display());
                 }
                 for r in resources {
-                    replaceable(&in_dir(path, r))?;
+                    let target = in_dir(path, r);
+                    reachable(&target)?;
+                    replaceable(&target, "remove it, or name another directory")?;
                 }
                 Ok(Output::Dir(path.to_owned()))
             }
-            Some(path) if path.is_dir() => bail!(
+            Some(path) if path.is_dir() || path.as_os_str().as_encoded_bytes().ends_with(b"/") => bail!(
                 "--output {} is a directory; with one resource it names the file to write",
                 path.display()
             ),
             Some(path) => {
-                replaceable(path)?;
+                reachable(path)?;
+                replaceable(path, "name a new file, or pass --output - for stdout")?;
                 Ok(Output::File(path.to_owned()))
             }
         }
@@ -101,14 +110,26 @@ fn in_dir(dir: &Path, r: &ResourcePath) -> PathBuf {
 /// A destination is renamed over: only a regular file, or nothing, may be
 /// there. A symlink or device (`/dev/stdout`, `/dev/tty`) would be replaced
 /// by a file holding the secret.
-fn replaceable(path: &Path) -> Result<()> {
+fn replaceable(path: &Path, what_to_do: &str) -> Result<()> {
     match std::fs::symlink_metadata(path) {
         Ok(meta) if !meta.file_type().is_file() => bail!(
-            "{} is not a regular file (a symlink, device or pipe), and writing replaces it; \
-             name a new file, or pass --output - for stdout",
+            "{} is not a regular file (a symlink, directory, device or pipe), and writing \
+             replaces it; {what_to_do}",
             path.display()
         ),
         _ => Ok(()),
+    }
+}
+
+/// The directories up to `path` can be made: none of them is a file.
+fn reachable(path: &Path) -> Result<()> {
+    match path.parent().and_then(file::blocking_file) {
+        Some(file) => bail!(
+            "{} is not a directory, so {} cannot be written; name another path",
+            file.display(),
+            path.display()
+        ),
+        None => Ok(()),
     }
 }
 

@@ -2,7 +2,9 @@
 //! Command-line behaviour that needs no KBS: help, version, refusals made
 //! before any traffic.
 
-use crate::util::{agent, agent_cmd, assert_exit, assert_fails_with, assert_logged, stderr};
+use crate::util::{
+    agent, agent_cmd, assert_exit, assert_fails_with, assert_logged, assert_not_logged, stderr,
+};
 
 #[test]
 fn version_and_help_read_well() {
@@ -166,7 +168,7 @@ fn an_output_that_is_not_a_regular_file_is_refused() {
         assert_fails_with(
             &out,
             2,
-            &format!("{target} is not a regular file (a symlink, device or pipe)"),
+            &format!("{target} is not a regular file (a symlink, directory, device or pipe)"),
         );
         assert_logged(&out, "pass --output - for stdout");
     }
@@ -189,8 +191,70 @@ fn an_output_that_is_not_a_regular_file_is_refused() {
         dir.to_str().unwrap(),
     ]);
     assert_fails_with(&out, 2, "default/key/k0 is not a regular file");
+    assert_logged(&out, "remove it, or name another directory");
+    assert_not_logged(&out, "--output -");
     assert!(!dir.join("default/luks/root").exists());
     assert!(w.kbs.requests().is_empty(), "refused before any traffic");
+}
+
+/// An `--output` that cannot be written is found before any traffic: one
+/// that names a directory (a trailing '/'), one under a file.
+#[test]
+fn an_output_that_cannot_be_written_is_refused_before_any_traffic() {
+    let w = crate::util::World::new("output-blocked", 1, |_| {});
+    let file = w.out("a-file");
+    std::fs::write(&file, b"").unwrap();
+    let under_file = file.join("sub/root.key");
+    let slash = format!("{}/", w.out("new-dir").display());
+    for (args, why) in [
+        (
+            vec!["default/key/k0", "--output", under_file.to_str().unwrap()],
+            format!(
+                "{} is not a directory, so {} cannot be written",
+                file.display(),
+                under_file.display()
+            ),
+        ),
+        (
+            vec!["default/key/k0", "--output", &slash],
+            format!("--output {slash} is a directory; with one resource it names the file"),
+        ),
+        (
+            vec![
+                "default/key/k0",
+                "default/luks/root",
+                "--output",
+                under_file.to_str().unwrap(),
+            ],
+            format!("{} is not a directory", file.display()),
+        ),
+    ] {
+        let out = w.get(&args);
+        assert_fails_with(&out, 2, &why);
+    }
+    assert!(w.kbs.requests().is_empty(), "refused before any traffic");
+    assert_eq!(std::fs::read(&file).unwrap(), b"");
+}
+
+/// A resource listed twice is fetched once, and `--output` still names the
+/// directory that two names ask for.
+#[test]
+fn a_resource_listed_twice_still_goes_to_a_directory() {
+    let w = crate::util::World::new("output-twice", 1, |_| {});
+    let dir = w.out("twice");
+    let out = w.get(&[
+        "default/key/k0",
+        "default/key/k0",
+        "--output",
+        dir.to_str().unwrap(),
+    ]);
+    assert_exit(&out, 0);
+    assert_logged(&out, "default/key/k0 is listed twice; fetching it once");
+    assert_eq!(
+        std::fs::read(dir.join("default/key/k0")).unwrap(),
+        w.secret("default/key/k0")
+    );
+    assert_eq!(w.kbs.stats().resource, 1);
 }
 
 /// Only device TCTIs are supported: anything else is a bad argument,

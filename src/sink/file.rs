@@ -92,6 +92,15 @@ fn unchanged(t: &Target<'_>, dir: &Path) -> bool {
         && fs::read(&t.path).is_ok_and(|old| Zeroizing::new(old).as_slice() == t.data)
 }
 
+/// The nearest of `dir` and its ancestors that exists, when it is not a
+/// directory: what keeps `dir` from being made.
+pub fn blocking_file(dir: &Path) -> Option<&Path> {
+    dir.ancestors()
+        .filter(|d| !d.as_os_str().is_empty())
+        .find(|d| fs::symlink_metadata(d).is_ok())
+        .filter(|d| !d.is_dir())
+}
+
 /// Refuses a symlink among the directories from `/run` down to `dir`: one
 /// placed in a directory another user owns (a service's runtime directory)
 /// would send the secret, chowned to its owner, wherever it points.
@@ -250,6 +259,13 @@ pub fn stage(t: &Target<'_>) -> Result<Staged> {
     let shared = t.uid.is_some() || t.gid.is_some();
     if t.memory_only {
         no_symlink_on_the_way(dir)?;
+    }
+    if let Some(file) = blocking_file(dir) {
+        bail!(
+            "{} is not a directory, so {} cannot be made: remove it, or name another path",
+            file.display(),
+            dir.display()
+        );
     }
     let dir_mode = if shared {
         t.dir_mode | 0o111
