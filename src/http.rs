@@ -43,6 +43,8 @@ pub struct Transport {
     deadline: Instant,
     budget: Duration,
     request_timeout: Duration,
+    /// The KBS CA is pinned (else the system roots): for TLS messages.
+    pinned_ca: bool,
     /// Told about every retry (message, wait) — `run` forwards it to systemd.
     observer: Option<Observer>,
 }
@@ -66,7 +68,7 @@ pub enum TransportError {
         /// The wait the server asked for with `Retry-After`, if it did.
         retry_after: Option<Duration>,
     },
-    #[error("TLS with the KBS at {url} failed: {cause}: check --kbs-ca and the KBS certificate")]
+    #[error("TLS with the KBS at {url} failed: {cause}")]
     Tls { url: String, cause: String },
     #[error("the KBS at {url} sent more than {cap} bytes in reply to {what}: refused")]
     TooLarge {
@@ -214,6 +216,7 @@ impl Transport {
             base,
             cfg.deadline,
             cfg.request_timeout,
+            cfg.ca.is_some(),
         ))
     }
 
@@ -236,6 +239,7 @@ impl Transport {
             base,
             deadline,
             request_timeout,
+            false,
         ))
     }
 
@@ -244,6 +248,7 @@ impl Transport {
         base: Url,
         deadline: Duration,
         request_timeout: Duration,
+        pinned_ca: bool,
     ) -> Transport {
         Transport {
             client,
@@ -252,6 +257,7 @@ impl Transport {
             deadline: Instant::now() + deadline,
             budget: deadline,
             request_timeout,
+            pinned_ca,
             observer: None,
         }
     }
@@ -355,7 +361,10 @@ impl Transport {
         if let Some(cookie) = cookie {
             req = req.header(header::COOKIE, format!("kbs-session-id={cookie}"));
         }
-        let mut resp = req.send().await.map_err(|e| classify(&e, url))?;
+        let mut resp = req
+            .send()
+            .await
+            .map_err(|e| classify(&e, url, self.pinned_ca))?;
         let status = resp.status();
         if status.is_server_error()
             || status == StatusCode::TOO_MANY_REQUESTS
@@ -390,7 +399,11 @@ impl Transport {
             return Err(too_large());
         }
         let mut buf = Zeroizing::new(Vec::with_capacity(announced as usize));
-        while let Some(chunk) = resp.chunk().await.map_err(|e| classify(&e, url))? {
+        while let Some(chunk) = resp
+            .chunk()
+            .await
+            .map_err(|e| classify(&e, url, self.pinned_ca))?
+        {
             if buf.len() + chunk.len() > BODY_CAP {
                 return Err(too_large());
             }
@@ -437,14 +450,72 @@ fn session_id(set_cookie: &str) -> Option<&str> {
 }
 
 /// TLS failures are final; every other transport error is worth a retry.
-fn classify(err: &reqwest::Error, url: &str) -> Failure {
+fn classify(err: &reqwest::Error, url: &str, pinned_ca: bool) -> Failure {
     match find_tls(err) {
         Some(tls) => Failure::Final(TransportError::Tls {
             url: url.to_owned(),
-            cause: tls.to_string(),
+            cause: tls_cause(tls, pinned_ca),
         }),
         None => Failure::Transient(chain(err)),
     }
+}
+
+/// A TLS failure in an operator's words, with what to check, then rustls's.
+fn tls_cause(tls: &rustls::Error, pinned_ca: bool) -> String {
+    use rustls::{CertificateError as Cert, Error, InvalidMessage};
+    let what = match tls {
+        Error::InvalidMessage(InvalidMessage::InvalidContentType) => {
+            "the server does not speak TLS: for a KBS that serves plain http, write http:// \
+             and pass --insecure-http (kbs.insecure-http)"
+                .to_owned()
+        }
+        // rustls's own text shows the names in Debug form: not repeated.
+        Error::InvalidCertificate(Cert::NotValidForNameContext { presented, .. }) => {
+            let names: Vec<&str> = presented.iter().map(|n| san(n)).collect();
+            return format!(
+                "its certificate is valid only for {}, not for the host in the KBS URL: write \
+                 the name the certificate holds, or reissue it",
+                if names.is_empty() {
+                    "no name".to_owned()
+                } else {
+                    names.join(", ")
+                }
+            );
+        }
+        Error::InvalidCertificate(Cert::NotValidForName) => {
+            "its certificate is not valid for the host in the KBS URL: write the name the \
+             certificate holds, or reissue it"
+                .to_owned()
+        }
+        Error::InvalidCertificate(
+            Cert::Expired
+            | Cert::ExpiredContext { .. }
+            | Cert::NotValidYet
+            | Cert::NotValidYetContext { .. },
+        ) => "its certificate is outside its validity period: renew it, or check this VM's clock"
+            .to_owned(),
+        _ if pinned_ca => "check that the KBS certificate chains to the pinned CA \
+                           (--kbs-ca, kbs.ca, cvm_attest.kbs_ca)"
+            .to_owned(),
+        _ => "check the KBS certificate against the system CAs, or pin the KBS CA \
+              (--kbs-ca, kbs.ca, cvm_attest.kbs_ca)"
+            .to_owned(),
+    };
+    format!("{what} ({tls})")
+}
+
+/// A subjectAltName as rustls presents it (`DnsName("kbs")`,
+/// `IpAddress(10.0.0.1)`), bare.
+fn san(presented: &str) -> &str {
+    let dns = presented
+        .strip_prefix("DnsName(\"")
+        .and_then(|n| n.strip_suffix("\")"));
+    let ip = || {
+        presented
+            .strip_prefix("IpAddress(")
+            .and_then(|n| n.strip_suffix(')'))
+    };
+    dns.or_else(ip).unwrap_or(presented)
 }
 
 /// The rustls error in a chain. io::Error wrappers (nested twice by the
@@ -555,6 +626,13 @@ mod tests {
             assert!(buf.capacity() >= before);
         }
         assert_eq!(*buf, expected);
+    }
+
+    #[test]
+    fn subject_alt_names_read_bare() {
+        assert_eq!(super::san("DnsName(\"kbs.example\")"), "kbs.example");
+        assert_eq!(super::san("IpAddress(10.0.0.1)"), "10.0.0.1");
+        assert_eq!(super::san("something else"), "something else");
     }
 
     #[test]

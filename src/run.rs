@@ -304,7 +304,10 @@ async fn fetch(
             };
             if failure.is_final() {
                 retired[i] = true;
-                log::warn!("{e:#}; not asking {url} again");
+                // With one KBS the error ends the run and is shown then.
+                if config.kbs.len() > 1 {
+                    log::warn!("{e:#}; not asking {url} again");
+                }
             } else {
                 asked_wait = asked_wait.max(failure.retry_after().unwrap_or_default());
                 if config.kbs.len() > 1 {

@@ -938,10 +938,18 @@ fn a_kbs_certificate_that_does_not_verify_ends_the_run() {
     ));
     let (out, _) = m.run(&[]);
     assert_fails_with(&out, 4, "TLS with the KBS at");
+    assert_logged(&out, "chains to the pinned CA (--kbs-ca, kbs.ca");
     let log = stderr(&out);
-    assert!(log.contains("not asking"), "{log}");
+    assert_eq!(log.matches("TLS with the KBS at").count(), 1, "once: {log}");
     assert!(!log.contains("no KBS answered"), "{log}");
     assert!(!log.contains("trying again"), "{log}");
+    // Among several, each such KBS is named as dropped, and the run ends
+    // once every one is.
+    let url = w.kbs.url();
+    let (out, _) = m.run(&["--kbs", &url, "--kbs", &url]);
+    assert_fails_with(&out, 4, "TLS with the KBS at");
+    assert_logged(&out, &format!("not asking {url}"));
+    assert_eq!(w.kbs.stats().auth, 0);
 }
 
 #[test]

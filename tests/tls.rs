@@ -2,7 +2,10 @@
 //! Transport policy: HTTPS with a pinned CA, plain http only when allowed,
 //! URLs checked before any traffic.
 
-use crate::util::{agent, assert_exit, assert_fails_with, assert_logged, data, stderr, Tls, World};
+use crate::util::{
+    agent, assert_exit, assert_fails_with, assert_logged, assert_not_logged, data, stderr, Tls,
+    World,
+};
 
 fn tls_world(name: &str) -> World {
     tls_world_with(name, 1)
@@ -101,6 +104,10 @@ fn a_wrong_ca_is_a_tls_error_naming_the_kbs() {
         "{log}"
     );
     assert!(log.contains("UnknownIssuer"), "{log}");
+    assert_logged(
+        &out,
+        "check that the KBS certificate chains to the pinned CA (--kbs-ca, kbs.ca",
+    );
     assert!(
         !log.contains("retrying"),
         "a certificate problem is not retried: {log}"
@@ -207,4 +214,40 @@ fn an_unreachable_kbs_is_retried_until_the_deadline() {
     let log = stderr(&out);
     assert!(log.contains("could not authenticate at"), "{log}");
     assert!(log.contains("retrying"), "{log}");
+}
+
+/// The TLS failures an operator meets most, each in words that say what to
+/// change: a certificate for another name, and a KBS that serves plain http.
+#[test]
+fn tls_failures_say_what_to_change() {
+    let ca = data("tls/ca.pem");
+    let get = |url: &str| {
+        agent(&[
+            "get",
+            "--kbs",
+            url,
+            "--kbs-ca",
+            ca.to_str().unwrap(),
+            "--tee",
+            "sample",
+            "default/key/k0",
+        ])
+    };
+    // The test certificate names 127.0.0.1 and localhost, not 127.0.0.2.
+    let other_name = World::new("tls-name", 1, |c| {
+        c.listen = "127.0.0.2:0".parse().unwrap();
+        c.tls = Some(Tls {
+            cert_chain: data("tls/server.pem"),
+            key: data("tls/server.key"),
+        })
+    });
+    let out = get(&other_name.kbs.url());
+    assert_fails_with(&out, 4, "its certificate is valid only for ");
+    assert_logged(&out, "not for the host in the KBS URL");
+    assert_not_logged(&out, "IpAddress(");
+    let plain = World::new("tls-plain", 1, |_| {});
+    let url = plain.kbs.url().replacen("http://", "https://", 1);
+    let out = get(&url);
+    assert_fails_with(&out, 4, "the server does not speak TLS");
+    assert_logged(&out, "--insecure-http");
 }
