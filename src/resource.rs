@@ -52,6 +52,12 @@ impl FromStr for ResourcePath {
         } else {
             input
         };
+        if path.starts_with('/') || path.ends_with('/') {
+            let bare = path.trim_matches('/');
+            return Err(format!(
+                "'{input}' has a leading or trailing '/'; write {bare} or kbs:///{bare}"
+            ));
+        }
         let segments: Vec<&str> = path.split('/').collect();
         if segments.len() != 3 {
             return Err(format!(
@@ -94,7 +100,12 @@ mod tests {
         for (input, why) in [
             ("default/luks", "has 2 path segments"),
             ("default/luks/root/extra", "has 4 path segments"),
-            ("/default/luks/root", "has 4 path segments"),
+            (
+                "/default/luks/root",
+                "has a leading or trailing '/'; write default/luks/root or kbs:///default/luks/root",
+            ),
+            ("default/luks/root/", "has a leading or trailing '/'"),
+            ("kbs:////default/luks/root", "has a leading or trailing '/'"),
             ("default//root", "segment ''"),
             ("default/luks/.hidden", "segment '.hidden'"),
             ("default/lu ks/root", "segment 'lu ks'"),

@@ -291,7 +291,17 @@ fn parse_error(src: &Source, error: &toml::de::Error) -> ConfigError {
     let message = error.message().trim_end();
     let message = match message.strip_prefix("unknown field ") {
         Some(rest) => format!("unknown key {rest}; fix its spelling or remove it"),
-        None => message.to_owned(),
+        // Rust's names for the types, in words.
+        None => message.replace(
+            "expected u64",
+            "expected a whole number of 0 or more, unquoted",
+        ),
+    };
+    let message = if message.contains("leading zero") {
+        "a number with a leading zero; write a file mode as a string, \"0400\", or as 0o400"
+            .to_owned()
+    } else {
+        message
     };
     src.at(offset..offset, key_path_at(src.text, offset))
         .error(message)

@@ -501,7 +501,8 @@ fn every_refusal_names_file_line_and_key() {
         ("[kbs]\nurl = \"https://k\ntimeout = 3\n", 2, "kbs.url: invalid basic string"),
         ("[kbs]\nurl = \"https://k\"\nurll = \"b\"\n", 3, "kbs.urll: unknown key `urll`, expected one of `url`, `ca`"),
         ("enabled = false\n", 1, "enabled: unknown key `enabled`, expected one of `enable`"),
-        ("[kbs]\ntimeout = \"300\"\n", 2, "kbs.timeout: invalid type: string \"300\", expected u64"),
+        ("[kbs]\ntimeout = \"300\"\n", 2, "kbs.timeout: invalid type: string \"300\", expected a whole number of 0 or more, unquoted"),
+        (&format!("{ONE}[[secret.file]]\npath = \"a\"\nmode = 0400\n"), 8, "secret[0].file[0].mode: a number with a leading zero; write a file mode as a string, \"0400\", or as 0o400"),
         ("[tee]\ntype = \"sev\"\n", 2, "tee.type: unknown TEE 'sev'; use one of snp, tdx, az-snp-vtpm, az-tdx-vtpm, tpm, sample"),
         ("[tee]\nak-handle = \"0x1\"\n", 2, "tee.ak-handle: is not a persistent TPM handle"),
         ("[tee]\ntcti = \"swtpm:port=2321\"\n", 2, "tee.tcti: TCTI 'swtpm:port=2321' is not supported: give the TPM device node as device:PATH"),
@@ -587,7 +588,7 @@ fn a_dropin_error_names_the_dropin() {
         .write("config.d/10-x.toml", "\n\n[kbs]\nconnect-timeout = -1\n");
     let err = etc.load("").unwrap_err().to_string();
     let expected = format!(
-        "{}:4: kbs.connect-timeout: invalid value: integer `-1`, expected u64",
+        "{}:4: kbs.connect-timeout: invalid value: integer `-1`, expected a whole number of 0 or more, unquoted",
         etc.0.join("config.d/10-x.toml").display()
     );
     assert!(err.starts_with(&expected), "{err}");
