@@ -76,7 +76,7 @@ impl Output {
     pub fn deliver(&self, fetched: &[Fetched]) -> Result<()> {
         match self {
             Output::Stdout => {
-                warn_if_stdout_is_on_disk();
+                warn_about_stdout();
                 // Straight to fd 1: std's stdout keeps a copy in its buffer.
                 // SAFETY: fd 1 is open for the whole process (std sets it up),
                 // and ManuallyDrop keeps this File from closing it.
@@ -146,15 +146,23 @@ fn stdout_is_socket() -> bool {
 }
 
 /// `get … > FILE`: the shell chose the file, so only warn, as for --output.
-fn warn_if_stdout_is_on_disk() {
+/// And `get … >/dev/null` (or with stdout closed, which std points at
+/// /dev/null): the secret is thrown away, which is worth a word.
+fn warn_about_stdout() {
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
     let fd1 = Path::new("/proc/self/fd/1");
-    let on_disk = std::fs::metadata(fd1).is_ok_and(|m| m.is_file())
-        && file::memory_backed(fd1).is_ok_and(|memory| !memory);
-    if on_disk {
+    let Ok(meta) = std::fs::metadata(fd1) else {
+        return;
+    };
+    if meta.is_file() && file::memory_backed(fd1).is_ok_and(|memory| !memory) {
         log::warn!(
             "stdout is a file that is not on tmpfs or ramfs: the secret may reach persistent \
              storage; redirect to a file under /run instead"
         );
+    }
+    let null = std::fs::metadata("/dev/null");
+    if meta.file_type().is_char_device() && null.is_ok_and(|n| n.rdev() == meta.rdev()) {
+        log::warn!("stdout is /dev/null: the secret is thrown away; pass --output FILE to keep it");
     }
 }
 

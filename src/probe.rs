@@ -173,7 +173,7 @@ fn hardware(
         ),
         (None, _, _) => (
             None,
-            "no TEE interface found: not a confidential VM, or its guest drivers are not loaded (see the checks)".to_owned(),
+            "no TEE interface found: not a confidential VM, or its guest drivers are not loaded".to_owned(),
         ),
     }
 }

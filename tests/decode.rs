@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
 //! `decode` on the recorded vectors (tests/data), as an operator runs it.
 
-use crate::util::{agent, assert_exit, assert_fails_with, data, TempDir};
+use crate::util::{agent, assert_exit, assert_fails_with, assert_not_logged, data, TempDir};
 
 fn decode(args: &[&str]) -> (std::process::Output, String) {
     let mut all = vec!["decode"];
@@ -81,6 +81,11 @@ fn bad_input_is_named() {
         1,
         "a TDX quote is signed by the quoting enclave, not by a VCEK",
     );
+    // The AMD root key given where the VCEK belongs.
+    let (report, ark) = (data("snp/report.bin"), data("snp-test-pki/ark.pem"));
+    let (out, _) = decode(&[report.to_str().unwrap(), "--vcek", ark.to_str().unwrap()]);
+    assert_fails_with(&out, 1, "the certificate's key is not an ECDSA P-384 key");
+    assert_not_logged(&out, "signature::Error");
 }
 
 /// A stream or a huge wrong file is read up to a cap, never to the end.

@@ -172,3 +172,17 @@ fn stdout_that_is_a_socket_is_refused() {
         }
     }
 }
+
+/// `get … >/dev/null` succeeds, but says that the secret went nowhere.
+#[test]
+fn stdout_to_dev_null_draws_a_warning() {
+    let w = World::new("stdout-null", 1, |_| {});
+    let out = w
+        .get_cmd(&["default/key/k0"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .output()
+        .unwrap();
+    assert_exit(&out, 0);
+    assert_logged(&out, "stdout is /dev/null: the secret is thrown away");
+}

@@ -323,9 +323,15 @@ pub fn verify(report_bytes: &[u8], vcek_der_or_pem: &[u8]) -> Result<()> {
     }
     match &report.sev {
         Ok(parsed) => (&cert, parsed.as_ref()).verify().map_err(|e| {
-            // sev's message ends in a Debug dump of the p384 error: keep only what it means.
-            if e.to_string().starts_with("VEK does not sign") {
+            // sev's messages end in a Debug dump of the p384 error: keep only what they mean.
+            let text = e.to_string();
+            if text.starts_with("VEK does not sign") {
                 anyhow!("the certificate's key did not sign this report")
+            } else if text.contains("public key from sec1") {
+                anyhow!(
+                    "the certificate's key is not an ECDSA P-384 key, as a VCEK's or VLEK's is \
+                     (an ARK or ASK holds RSA): give the VCEK"
+                )
             } else {
                 anyhow!("check the signature with the certificate: {e}")
             }
