@@ -124,9 +124,15 @@ impl Tpm {
             helper,
             ended: None,
         };
-        match tpm.receive()? {
-            Response::Ready => Ok(tpm),
-            other => bail!("the TPM helper answered {other:?} to opening the TPM"),
+        match tpm.receive() {
+            Ok(Response::Ready) => Ok(tpm),
+            Ok(other) => bail!("the TPM helper answered {other:?} to opening the TPM"),
+            Err(e) => {
+                // It said why it could not open the TPM, and exits non-zero
+                // as it should: no second word about that.
+                tpm.stop();
+                Err(e)
+            }
         }
     }
 

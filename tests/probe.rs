@@ -4,7 +4,7 @@
 
 use std::path::Path;
 
-use crate::util::{agent_cmd, assert_exit, TempDir};
+use crate::util::{agent_cmd, assert_exit, assert_not_logged, TempDir};
 
 fn probe(root: &Path, json: bool) -> (std::process::Output, serde_json::Value) {
     let mut args = vec!["probe"];
@@ -197,4 +197,26 @@ fn a_tpm_helper_that_crashes_is_broken_not_a_plain_tpm() {
     let (state, detail) = state(&v, "TPM");
     assert_eq!(state, "broken", "{detail}");
     assert!(detail.contains("signal: 11 (SIGSEGV)"), "{detail}");
+}
+
+/// A device that is no TPM: the reason once, and no second word about the
+/// helper exiting, as it must, after saying so.
+#[test]
+fn a_device_that_is_no_tpm_is_named_once() {
+    let root = TempDir::new("probe-null-tpm");
+    let out = agent_cmd(&["probe", "--tcti", "device:/dev/null"])
+        .env("CVM_ATTEST_ROOT", root.path())
+        .output()
+        .unwrap();
+    assert_exit(&out, 5);
+    let text = String::from_utf8_lossy(&out.stdout);
+    let line = text
+        .lines()
+        .find(|l| l.contains("BROKEN  /dev/null"))
+        .unwrap_or_else(|| panic!("no BROKEN TPM line:\n{text}"));
+    assert!(
+        line.matches("response code not recognized").count() <= 1,
+        "{line}"
+    );
+    assert_not_logged(&out, "the TPM helper");
 }

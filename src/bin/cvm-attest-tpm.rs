@@ -38,7 +38,7 @@ fn main() -> ExitCode {
     let mut tpm = match esapi::Tpm::open(&tcti) {
         Ok(tpm) => tpm,
         Err(e) => {
-            let _ = send(&mut out, &Response::Error(format!("{e:#}")));
+            let _ = send(&mut out, &Response::Error(one_line(&e)));
             return ExitCode::FAILURE;
         }
     };
@@ -71,7 +71,23 @@ fn serve(tpm: &mut esapi::Tpm, request: Request) -> Response {
         Request::NvRead { index } => tpm.nv_read(index).map(Response::NvData),
         Request::NvWrite { index, data } => tpm.nv_write(index, &data).map(|()| Response::Written),
     };
-    result.unwrap_or_else(|e| Response::Error(format!("{e:#}")))
+    result.unwrap_or_else(|e| Response::Error(one_line(&e)))
+}
+
+/// An error chain on one line. tss-esapi's errors repeat their own text in
+/// their source: a cause equal to the one before is left out, and one that
+/// starts with it takes its place.
+fn one_line(e: &anyhow::Error) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        match parts.last_mut() {
+            Some(last) if *last == text => {}
+            Some(last) if text.starts_with(last.as_str()) => *last = text,
+            _ => parts.push(text),
+        }
+    }
+    parts.join(": ")
 }
 
 fn send(out: &mut impl std::io::Write, response: &Response) -> std::io::Result<()> {
@@ -84,4 +100,21 @@ fn send(out: &mut impl std::io::Write, response: &Response) -> std::io::Result<(
 fn usage() -> ExitCode {
     eprintln!("usage: cvm-attest-tpm [-q] [-v]... device:PATH (the agent's TPM helper; run cvm-attest instead)");
     ExitCode::from(2)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_cause_that_repeats_is_said_once() {
+        let e = anyhow::anyhow!("response code not recognized: value 0xa000a")
+            .context("response code not recognized")
+            .context("response code not recognized")
+            .context("open the TPM");
+        assert_eq!(
+            super::one_line(&e),
+            "open the TPM: response code not recognized: value 0xa000a"
+        );
+        let e = anyhow::anyhow!("b").context("a");
+        assert_eq!(super::one_line(&e), "a: b");
+    }
 }
