@@ -238,8 +238,11 @@ fn secs(s: &str) -> Result<Duration, String> {
     let v: f64 = s
         .parse()
         .map_err(|_| format!("'{s}' is not a number of seconds"))?;
-    if !(v.is_finite() && v > 0.0 && v <= 86_400.0) {
-        return Err(format!("'{s}' seconds is out of range (0 < SECS <= 86400)"));
+    // Below a tenth of a second nothing can finish.
+    if !(v.is_finite() && (0.1..=86_400.0).contains(&v)) {
+        return Err(format!(
+            "'{s}' seconds is out of range (0.1 <= SECS <= 86400)"
+        ));
     }
     Ok(Duration::from_secs_f64(v))
 }
@@ -259,6 +262,8 @@ mod tests {
     fn seconds() {
         assert_eq!(secs("1.5"), Ok(Duration::from_millis(1500)));
         assert!(secs("0").is_err());
+        assert!(secs("0.0001").unwrap_err().contains("0.1 <= SECS"));
+        assert_eq!(secs("0.1"), Ok(Duration::from_millis(100)));
         assert!(secs("-3").is_err());
         assert!(secs("ten").unwrap_err().contains("not a number"));
     }

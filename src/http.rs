@@ -150,6 +150,12 @@ pub fn parse_kbs_url(raw: &str, insecure_http: bool) -> Result<Url> {
             "the KBS URL for {host} names a user or password: the KBS takes no credentials in its URL; remove the 'user:password@' part"
         );
     }
+    if raw.trim().is_empty() {
+        bail!("the KBS URL is empty: give it, e.g. https://kbs.example:8080");
+    }
+    if raw.contains(char::is_whitespace) {
+        bail!("KBS URL '{raw}' contains white space: remove it");
+    }
     if !raw.contains("://") {
         bail!("KBS URL '{raw}' has no scheme: write https://{raw}");
     }
@@ -595,6 +601,8 @@ mod tests {
                 "for kbs.exämple names a user or password",
             ),
             ("https://u:pw@/", "for its host names a user or password"),
+            ("", "the KBS URL is empty"),
+            ("https://kbs .example", "contains white space"),
             (
                 "https://u:p/w@kbs.example:8080/x",
                 "for kbs.example:8080 names a user or password",
