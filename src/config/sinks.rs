@@ -167,6 +167,13 @@ pub(super) fn cryptsetup_sink(
     };
     let at = src.at(volume.span(), format!("{key}.volume"));
     file_name(volume.get_ref()).map_err(|m| at.error(format!("volume name {m}")))?;
+    if volume.get_ref().contains(char::is_whitespace) {
+        return Err(at.error(format!(
+            "volume name '{}' holds white space, which crypttab's first column cannot; give \
+             the volume's name as crypttab has it",
+            volume.get_ref()
+        )));
+    }
     let sink = Sink::Cryptsetup {
         volume: volume.into_inner(),
     };

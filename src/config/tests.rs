@@ -547,6 +547,7 @@ fn every_refusal_names_file_line_and_key() {
         (&format!("{ONE}[[secret.credential]]\nname = \"a/b\"\n"), 7, "secret[0].credential[0].name: credential name 'a/b' cannot be a file name"),
         (&format!("{ONE}[[secret.cryptsetup]]\n"), 6, "secret[0].cryptsetup[0]: has no volume"),
         (&format!("{ONE}[[secret.cryptsetup]]\nvolume = \"luks/root\"\n"), 7, "secret[0].cryptsetup[0].volume: volume name 'luks/root' cannot be a file name"),
+        (&format!("{ONE}[[secret.cryptsetup]]\nvolume = \"luks-1 x\"\n"), 7, "secret[0].cryptsetup[0].volume: volume name 'luks-1 x' holds white space"),
         // Keyring sinks.
         (&format!("{ONE}[[secret.keyring]]\ndescription = \"cvm:a\"\n"), 6, "secret[0].keyring[0]: has no type"),
         (&format!("{ONE}[[secret.keyring]]\ntype = \"big_key\"\ndescription = \"cvm:a\"\n"), 7, "secret[0].keyring[0].type: 'big_key' is not a key type"),
