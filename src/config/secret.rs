@@ -4,7 +4,7 @@
 //! (whichever wrote last would win, silently).
 
 use std::collections::HashMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 use toml::Spanned;
@@ -169,6 +169,8 @@ pub(super) fn finalize(
     keyring: &str,
 ) -> Result<Vec<Secret>, ConfigError> {
     let mut taken: HashMap<String, (String, Loc)> = HashMap::new();
+    // The files written, to refuse one that would be another's directory.
+    let mut files: Vec<(PathBuf, String, Loc)> = Vec::new();
     let mut secrets = Vec::with_capacity(entries.len());
     for mut entry in entries {
         for (sink, loc) in entry.secret.sinks.iter_mut().zip(&entry.sinks) {
@@ -210,6 +212,23 @@ pub(super) fn finalize(
                     at.line,
                     at.key
                 )));
+            }
+            if !matches!(sink, Sink::Keyring { .. }) {
+                let path = PathBuf::from(&destination);
+                let nested = files
+                    .iter()
+                    .find(|(other, ..)| path.starts_with(other) || other.starts_with(&path));
+                if let Some((other, name, at)) = nested {
+                    return Err(loc.error(format!(
+                        "{destination} and {} (secret '{name}', {}:{}, {}) cannot both be \
+                         written: one would be the other's directory; move one of them",
+                        other.display(),
+                        at.file.display(),
+                        at.line,
+                        at.key
+                    )));
+                }
+                files.push((path, entry.secret.name.clone(), loc.clone()));
             }
             taken.insert(destination, (entry.secret.name.clone(), loc.clone()));
         }

@@ -574,6 +574,12 @@ fn every_refusal_names_file_line_and_key() {
             11,
             "secret[0].keyring[1].description: user key 'd' in keyring 'cvm-attest' is also written by secret 'a' (",
         ),
+        // One file where another would need its directory.
+        (
+            &format!("{ONE}[[secret.file]]\npath = \"/run/x\"\n[[secret]]\nname = \"b\"\nresource = \"r/t/b\"\n[[secret.file]]\npath = \"/run/x/y\"\n"),
+            12,
+            "secret[1].file[0].path: /run/x/y and /run/x (secret 'a', ",
+        ),
     ] {
         etc.write("config.toml", text);
         let err = etc.load("cvm_attest.kbs=https://k").unwrap_err().to_string();
