@@ -118,70 +118,6 @@ pub fn seconds(d: Duration) -> String {
     }
 }
 
-/// Parses a URL; host names must be ASCII (no IDNA tables in the binary).
-fn parse_url(what: &str, raw: &str) -> Result<Url> {
-    Url::parse(raw).map_err(|e| {
-        let hint = if raw.is_ascii() {
-            ""
-        } else {
-            " (it is not ASCII: write an international host name in its ASCII (xn--) form)"
-        };
-        anyhow::anyhow!("parse {what} URL '{raw}': {e}{hint}")
-    })
-}
-
-/// The host part of `raw` when it carries `user[:password]@`: any `@`
-/// before the query counts, since a password may hold a `/` that would end
-/// the authority early (and then be quoted by a parse error).
-fn credentials_host(raw: &str) -> Option<&str> {
-    let rest = raw.split_once("://").map_or(raw, |(_, rest)| rest);
-    let before_query = rest.split(['?', '#']).next().unwrap_or_default();
-    let (_, after) = before_query.rsplit_once('@')?;
-    after.split('/').next()
-}
-
-/// Checks the KBS URL before anything is sent.
-pub fn parse_kbs_url(raw: &str, insecure_http: bool) -> Result<Url> {
-    // First, and never echoed: every other message quotes the URL, which
-    // would carry the password into logs and STATUS=.
-    if let Some(host) = credentials_host(raw) {
-        let host = if host.is_empty() { "its host" } else { host };
-        bail!(
-            "the KBS URL for {host} names a user or password: the KBS takes no credentials in its URL; remove the 'user:password@' part"
-        );
-    }
-    if raw.trim().is_empty() {
-        bail!("the KBS URL is empty: give it, e.g. https://kbs.example:8080");
-    }
-    if raw.contains(char::is_whitespace) {
-        bail!("KBS URL '{raw}' contains white space: remove it");
-    }
-    if !raw.contains("://") {
-        bail!("KBS URL '{raw}' has no scheme: write https://{raw}");
-    }
-    let url = parse_url("KBS", raw)?;
-    match url.scheme() {
-        "https" => {}
-        "http" if insecure_http => {
-            log::warn!("using plain http to {url}: the session cookie and token travel unprotected (resources stay JWE-encrypted)");
-        }
-        "http" => {
-            bail!("KBS URL '{raw}' is plain http: use https, or pass --insecure-http to allow it")
-        }
-        other => bail!("KBS URL '{raw}' has scheme '{other}': use https://"),
-    }
-    if url.host_str().is_none_or(str::is_empty) {
-        bail!("KBS URL '{raw}' names no host");
-    }
-    if url.query().is_some() || url.fragment().is_some() {
-        bail!("KBS URL '{raw}' has a query or fragment: give the KBS base URL only");
-    }
-    if url.path().trim_end_matches('/').ends_with("/kbs/v0") {
-        bail!("KBS URL '{raw}' ends in /kbs/v0: give the KBS base URL, without /kbs/v0");
-    }
-    Ok(url)
-}
-
 fn client_builder(connect_timeout: Duration) -> reqwest::ClientBuilder {
     reqwest::Client::builder()
         .use_rustls_tls()
@@ -204,7 +140,7 @@ fn load_ca(path: &Path) -> Result<Vec<reqwest::Certificate>> {
 impl Transport {
     /// The transport to a KBS: URL checked, TLS policy applied.
     pub fn new(cfg: &TransportConfig) -> Result<Transport> {
-        let base = parse_kbs_url(&cfg.url, cfg.insecure_http)?;
+        let base = crate::kbs_url::parse(&cfg.url, cfg.insecure_http)?;
         let mut builder = client_builder(cfg.connect_timeout).https_only(!cfg.insecure_http);
         // The system roots cost a directory scan and ~150 certificate parses
         // per run: load them only for https without a pinned CA.
@@ -229,7 +165,7 @@ impl Transport {
     /// The transport to Azure's Instance Metadata Service: plain http to a
     /// link-local address by design, every request with `Metadata: true`.
     pub fn imds(url: &str, deadline: Duration, request_timeout: Duration) -> Result<Transport> {
-        let base = parse_url("IMDS", url)?;
+        let base = crate::kbs_url::parse_url("IMDS", url)?;
         if !matches!(base.scheme(), "http" | "https") || base.host_str().is_none() {
             bail!("IMDS URL '{url}' is not an http(s) URL with a host");
         }
@@ -457,88 +393,13 @@ fn session_id(set_cookie: &str) -> Option<&str> {
 
 /// TLS failures are final; every other transport error is worth a retry.
 fn classify(err: &reqwest::Error, url: &str, pinned_ca: bool) -> Failure {
-    match find_tls(err) {
+    match crate::tls::find(err) {
         Some(tls) => Failure::Final(TransportError::Tls {
             url: url.to_owned(),
-            cause: tls_cause(tls, pinned_ca),
+            cause: crate::tls::cause(tls, pinned_ca),
         }),
         None => Failure::Transient(chain(err)),
     }
-}
-
-/// A TLS failure in an operator's words, with what to check, then rustls's.
-fn tls_cause(tls: &rustls::Error, pinned_ca: bool) -> String {
-    use rustls::{CertificateError as Cert, Error, InvalidMessage};
-    let what = match tls {
-        Error::InvalidMessage(InvalidMessage::InvalidContentType) => {
-            "the server does not speak TLS: for a KBS that serves plain http, write http:// \
-             and pass --insecure-http (kbs.insecure-http)"
-                .to_owned()
-        }
-        // rustls's own text shows the names in Debug form: not repeated.
-        Error::InvalidCertificate(Cert::NotValidForNameContext { presented, .. }) => {
-            let names: Vec<&str> = presented.iter().map(|n| san(n)).collect();
-            return format!(
-                "its certificate is valid only for {}, not for the host in the KBS URL: write \
-                 the name the certificate holds, or reissue it",
-                if names.is_empty() {
-                    "no name".to_owned()
-                } else {
-                    names.join(", ")
-                }
-            );
-        }
-        Error::InvalidCertificate(Cert::NotValidForName) => {
-            "its certificate is not valid for the host in the KBS URL: write the name the \
-             certificate holds, or reissue it"
-                .to_owned()
-        }
-        Error::InvalidCertificate(
-            Cert::Expired
-            | Cert::ExpiredContext { .. }
-            | Cert::NotValidYet
-            | Cert::NotValidYetContext { .. },
-        ) => "its certificate is outside its validity period: renew it, or check this VM's clock"
-            .to_owned(),
-        _ if pinned_ca => "check that the KBS certificate chains to the pinned CA \
-                           (--kbs-ca, kbs.ca, cvm_attest.kbs_ca)"
-            .to_owned(),
-        _ => "check the KBS certificate against the system CAs, or pin the KBS CA \
-              (--kbs-ca, kbs.ca, cvm_attest.kbs_ca)"
-            .to_owned(),
-    };
-    format!("{what} ({tls})")
-}
-
-/// A subjectAltName as rustls presents it (`DnsName("kbs")`,
-/// `IpAddress(10.0.0.1)`), bare.
-fn san(presented: &str) -> &str {
-    let dns = presented
-        .strip_prefix("DnsName(\"")
-        .and_then(|n| n.strip_suffix("\")"));
-    let ip = || {
-        presented
-            .strip_prefix("IpAddress(")
-            .and_then(|n| n.strip_suffix(')'))
-    };
-    dns.or_else(ip).unwrap_or(presented)
-}
-
-/// The rustls error in a chain. io::Error wrappers (nested twice by the
-/// connector) hide their payload from `source()`, so look inside them.
-fn find_tls<'e>(err: &'e (dyn std::error::Error + 'static)) -> Option<&'e rustls::Error> {
-    if let Some(tls) = err.downcast_ref::<rustls::Error>() {
-        return Some(tls);
-    }
-    if let Some(inner) = err
-        .downcast_ref::<std::io::Error>()
-        .and_then(|io| io.get_ref())
-    {
-        if let Some(tls) = find_tls(inner) {
-            return Some(tls);
-        }
-    }
-    err.source().and_then(find_tls)
 }
 
 /// One line with every cause, without reqwest's URL repetition.
@@ -565,62 +426,7 @@ fn chain(err: &reqwest::Error) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::{append, parse_kbs_url, session_id};
-
-    #[test]
-    fn url_checks() {
-        assert!(parse_kbs_url("https://kbs.example:8080", false).is_ok());
-        assert!(parse_kbs_url("https://kbs.example/prefix/", false).is_ok());
-        assert!(parse_kbs_url("http://127.0.0.1:8080", true).is_ok());
-        assert!(parse_kbs_url("https://xn--kbs-exmple-r5a.test", false).is_ok());
-        for (raw, why) in [
-            (
-                "127.0.0.1:8080",
-                "has no scheme: write https://127.0.0.1:8080",
-            ),
-            ("kbs.example", "has no scheme"),
-            ("http://127.0.0.1:8080", "pass --insecure-http"),
-            ("ftp://kbs.example", "scheme 'ftp'"),
-            ("https://kbs.example/kbs/v0", "without /kbs/v0"),
-            ("https://kbs.example/?a=b", "query or fragment"),
-            (
-                "https://user:pw@kbs.example",
-                "for kbs.example names a user or password",
-            ),
-            (
-                "https://token@kbs.example",
-                "remove the 'user:password@' part",
-            ),
-            // Before the checks that quote the URL.
-            (
-                "user:pw@kbs.example",
-                "for kbs.example names a user or password",
-            ),
-            (
-                "https://u:pw@kbs.exämple/",
-                "for kbs.exämple names a user or password",
-            ),
-            ("https://u:pw@/", "for its host names a user or password"),
-            ("", "the KBS URL is empty"),
-            ("https://kbs .example", "contains white space"),
-            (
-                "https://u:p/w@kbs.example:8080/x",
-                "for kbs.example:8080 names a user or password",
-            ),
-            ("https://", "parse KBS URL"),
-            (
-                "https://kbs.exämple",
-                "write an international host name in its ASCII (xn--) form",
-            ),
-        ] {
-            let err = format!("{:#}", parse_kbs_url(raw, false).unwrap_err());
-            assert!(err.contains(why), "{raw}: {err}");
-            assert!(
-                !err.contains("pw@") && !err.contains("token@") && !err.contains("p/w"),
-                "{err}"
-            );
-        }
-    }
+    use super::{append, session_id};
 
     #[test]
     fn a_growing_body_keeps_every_byte() {
@@ -634,13 +440,6 @@ mod tests {
             assert!(buf.capacity() >= before);
         }
         assert_eq!(*buf, expected);
-    }
-
-    #[test]
-    fn subject_alt_names_read_bare() {
-        assert_eq!(super::san("DnsName(\"kbs.example\")"), "kbs.example");
-        assert_eq!(super::san("IpAddress(10.0.0.1)"), "10.0.0.1");
-        assert_eq!(super::san("something else"), "something else");
     }
 
     #[test]

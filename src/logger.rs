@@ -102,7 +102,7 @@ pub fn init(verbosity: u8, quiet: bool) {
         (false, 2) => (LevelFilter::Trace, LevelFilter::Info),
         (false, _) => (LevelFilter::Trace, LevelFilter::Trace),
     };
-    let journal = stderr_is_journal();
+    let journal = is_journal(std::os::fd::AsFd::as_fd(&std::io::stderr()));
     let logger = Logger {
         ours,
         others,
@@ -114,11 +114,10 @@ pub fn init(verbosity: u8, quiet: bool) {
     }
 }
 
-/// Whether stderr is journald's stream, as systemd.exec(5) says to tell:
+/// Whether `fd` is journald's stream, as systemd.exec(5) says to tell:
 /// `JOURNAL_STREAM` is "DEVICE:INODE" of the stream it handed over, which
-/// stderr still is unless someone redirected it.
-fn stderr_is_journal() -> bool {
-    use std::os::fd::AsFd;
+/// stdout and stderr still are unless someone redirected them.
+pub fn is_journal(fd: std::os::fd::BorrowedFd<'_>) -> bool {
     use std::os::unix::fs::MetadataExt;
     let Some(value) = std::env::var_os("JOURNAL_STREAM") else {
         return false;
@@ -129,7 +128,7 @@ fn stderr_is_journal() -> bool {
     let (Ok(dev), Ok(ino)) = (dev.parse::<u64>(), ino.parse::<u64>()) else {
         return false;
     };
-    let Ok(fd) = std::io::stderr().as_fd().try_clone_to_owned() else {
+    let Ok(fd) = fd.try_clone_to_owned() else {
         return false;
     };
     std::fs::File::from(fd)

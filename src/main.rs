@@ -21,6 +21,7 @@ mod imds;
 mod input;
 mod jwe;
 mod kbs;
+mod kbs_url;
 mod logger;
 mod output;
 mod probe;
@@ -36,6 +37,7 @@ mod systemd;
 mod teekey;
 #[cfg(test)]
 mod testvec;
+mod tls;
 mod tpm;
 mod tsm;
 

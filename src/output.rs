@@ -10,7 +10,7 @@
 
 use std::fs::File;
 use std::io::{IsTerminal, Write};
-use std::os::fd::FromRawFd;
+use std::os::fd::{AsFd, FromRawFd};
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
@@ -43,9 +43,9 @@ impl Output {
             None if std::io::stdout().is_terminal() => bail!(
                 "refusing to print a secret to the terminal: pass --output FILE, or --output - to print it anyway"
             ),
-            None if stdout_is_socket() => bail!(
-                "refusing to write a secret to stdout, a socket (the journal, when run from a unit or \
-                 systemd-run), where it may be logged: pass --output FILE, or --output - to send it anyway"
+            None if crate::logger::is_journal(std::io::stdout().as_fd()) => bail!(
+                "refusing to write a secret to stdout, which is the journal (run from a unit or \
+                 systemd-run): pass --output FILE, or --output - to log it anyway"
             ),
             None => Ok(Output::Stdout),
             Some(_) if explicit_stdout => Ok(Output::Stdout),
@@ -55,18 +55,25 @@ impl Output {
                 }
                 for r in resources {
                     let target = in_dir(path, r);
-                    reachable(&target)?;
-                    replaceable(&target, "remove it, or name another directory")?;
+                    file::reachable(&target)?;
+                    file::replaceable(&target, "writing replaces it: remove it, or name another directory")?;
                 }
                 Ok(Output::Dir(path.to_owned()))
             }
-            Some(path) if path.is_dir() || path.as_os_str().as_encoded_bytes().ends_with(b"/") => bail!(
+            Some(path) if path.is_dir() => bail!(
                 "--output {} is a directory; with one resource it names the file to write",
                 path.display()
             ),
+            Some(path) if path.as_os_str().as_encoded_bytes().ends_with(b"/") => bail!(
+                "--output {} ends in '/'; with one resource it names the file to write",
+                path.display()
+            ),
             Some(path) => {
-                reachable(path)?;
-                replaceable(path, "name a new file, or pass --output - for stdout")?;
+                file::reachable(path)?;
+                file::replaceable(
+                    path,
+                    "writing replaces it: name a new file, or pass --output - for stdout",
+                )?;
                 Ok(Output::File(path.to_owned()))
             }
         }
@@ -105,44 +112,6 @@ impl Output {
 /// Where `--output DIR` puts `r`.
 fn in_dir(dir: &Path, r: &ResourcePath) -> PathBuf {
     dir.join(&r.repo).join(&r.kind).join(&r.tag)
-}
-
-/// A destination is renamed over: only a regular file, or nothing, may be
-/// there. A symlink or device (`/dev/stdout`, `/dev/tty`) would be replaced
-/// by a file holding the secret.
-fn replaceable(path: &Path, what_to_do: &str) -> Result<()> {
-    match std::fs::symlink_metadata(path) {
-        Ok(meta) if !meta.file_type().is_file() => bail!(
-            "{} is not a regular file (a symlink, directory, device or pipe), and writing \
-             replaces it; {what_to_do}",
-            path.display()
-        ),
-        _ => Ok(()),
-    }
-}
-
-/// The directories up to `path` can be made: none of them is a file.
-fn reachable(path: &Path) -> Result<()> {
-    match path.parent().and_then(file::blocking_file) {
-        Some(file) => bail!(
-            "{} is not a directory, so {} cannot be written; name another path",
-            file.display(),
-            path.display()
-        ),
-        None => Ok(()),
-    }
-}
-
-/// Whether fd 1 is a socket: under systemd it is journald's stream.
-fn stdout_is_socket() -> bool {
-    use std::os::fd::AsFd;
-    use std::os::unix::fs::FileTypeExt;
-    let Ok(fd) = std::io::stdout().as_fd().try_clone_to_owned() else {
-        return false;
-    };
-    File::from(fd)
-        .metadata()
-        .is_ok_and(|m| m.file_type().is_socket())
 }
 
 /// `get … > FILE`: the shell chose the file, so only warn, as for --output.

@@ -125,18 +125,25 @@ pub fn missing(platform: Platform, tcti: &str) -> Option<String> {
         Platform::Tpm | Platform::AzSnpVtpm | Platform::AzTdxVtpm => crate::tpm::device_path(tcti)
             .ok()
             .and_then(crate::tpm::absent),
+        // As evidence::snp::collect goes: configfs-tsm with another
+        // provider is an error there, and without one the device is used.
         Platform::Snp => {
             let (tsm, provider) = configfs_tsm();
-            if provider.as_deref() == Some("sev_guest") {
-                return None;
+            match provider.as_deref() {
+                Some("sev_guest") => None,
+                Some(other) => Some(format!(
+                    "configfs-tsm has provider '{other}', not sev_guest"
+                )),
+                None => {
+                    let sev = sev_guest();
+                    (sev.state != State::Usable).then(|| {
+                        format!(
+                            "configfs-tsm offers no SEV-SNP report ({}), and {}: {}",
+                            tsm.detail, sev.path, sev.detail
+                        )
+                    })
+                }
             }
-            let sev = sev_guest();
-            (sev.state != State::Usable).then(|| {
-                format!(
-                    "configfs-tsm offers no SEV-SNP report ({}), and {}: {}",
-                    tsm.detail, sev.path, sev.detail
-                )
-            })
         }
         Platform::Tdx => {
             let (tsm, provider) = configfs_tsm();

@@ -48,7 +48,7 @@ pub async fn run(args: RunArgs) -> Result<()> {
     // Every KBS URL, the backups too: a typo found only at failover would
     // hide until the day the first KBS is down.
     for url in &config.kbs {
-        crate::http::parse_kbs_url(url, config.insecure_http).map_err(Usage)?;
+        crate::kbs_url::parse(url, config.insecure_http).map_err(Usage)?;
     }
     let layout = Layout::standard(&config.secrets_dir);
     // A volume opened already (by the initramfs, or earlier in this boot)

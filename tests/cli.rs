@@ -217,7 +217,7 @@ fn an_output_that_cannot_be_written_is_refused_before_any_traffic() {
         ),
         (
             vec!["default/key/k0", "--output", &slash],
-            format!("--output {slash} is a directory; with one resource it names the file"),
+            format!("--output {slash} ends in '/'; with one resource it names the file"),
         ),
         (
             vec![

@@ -143,18 +143,31 @@ fn stdout_redirected_to_a_file_on_disk_draws_a_warning() {
     assert_not_logged(&out, "stdout is a file");
 }
 
-/// Under systemd, stdout is journald's stream (a socket): a secret sent there
-/// would be logged. Refused before any traffic, unless `--output -` asks.
+/// Under systemd, stdout is journald's stream (`JOURNAL_STREAM` names its
+/// device and inode): a secret sent there would be logged. Refused before
+/// any traffic, unless `--output -` asks. Another socket (a parent's
+/// socketpair, as Node.js gives its children) is a pipe like any other.
 #[test]
-fn stdout_that_is_a_socket_is_refused() {
+fn stdout_that_is_the_journal_is_refused() {
     use std::io::Read;
+    use std::os::unix::fs::MetadataExt;
     let w = World::new("stdout-socket", 1, |_| {});
-    for (extra, code) in [(&[][..], 2), (&["--output", "-"][..], 0)] {
+    for (extra, journal, code) in [
+        (&[][..], true, 2),
+        (&["--output", "-"][..], true, 0),
+        (&[][..], false, 0),
+    ] {
         let (mut ours, theirs) = std::os::unix::net::UnixStream::pair().unwrap();
+        let meta = std::fs::File::from(std::os::fd::OwnedFd::from(theirs.try_clone().unwrap()))
+            .metadata()
+            .unwrap();
         let mut args = vec!["default/key/k0"];
         args.extend_from_slice(extra);
-        let out = w
-            .get_cmd(&args)
+        let mut cmd = w.get_cmd(&args);
+        if journal {
+            cmd.env("JOURNAL_STREAM", format!("{}:{}", meta.dev(), meta.ino()));
+        }
+        let out = cmd
             .stdout(std::os::fd::OwnedFd::from(theirs))
             .stderr(std::process::Stdio::piped())
             .output()
@@ -164,11 +177,14 @@ fn stdout_that_is_a_socket_is_refused() {
         ours.set_nonblocking(true).unwrap();
         let _ = ours.read_to_end(&mut sent);
         if code == 2 {
-            assert_logged(&out, "refusing to write a secret to stdout, a socket");
+            assert_logged(
+                &out,
+                "refusing to write a secret to stdout, which is the journal",
+            );
             assert!(sent.is_empty());
             assert_eq!(w.kbs.stats().auth, 0, "refused before any traffic");
         } else {
-            assert_eq!(sent, w.secret("default/key/k0"));
+            assert_eq!(sent, w.secret("default/key/k0"), "{extra:?} {journal}");
         }
     }
 }

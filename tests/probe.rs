@@ -214,8 +214,9 @@ fn a_device_that_is_no_tpm_is_named_once() {
         .lines()
         .find(|l| l.contains("BROKEN  /dev/null"))
         .unwrap_or_else(|| panic!("no BROKEN TPM line:\n{text}"));
-    assert!(
-        line.matches("response code not recognized").count() <= 1,
+    assert_eq!(
+        line.matches("response code not recognized").count(),
+        1,
         "{line}"
     );
     assert_not_logged(&out, "the TPM helper");

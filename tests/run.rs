@@ -650,6 +650,51 @@ fn a_replaced_secret_is_wiped() {
     assert_eq!(std::fs::read(&pages).unwrap(), vec![0u8; previous.len()]);
 }
 
+/// A commit that fails halfway puts every file back as it was, and leaves no
+/// copy of a new secret behind. The second file's backup name is taken (by a directory named after the
+/// agent's PID, made by the shell that becomes the agent), so its commit
+/// fails after the first file's.
+#[test]
+fn a_commit_that_fails_halfway_puts_every_file_back() {
+    let Some(m) = Machine::new("run-undo", 1 << 20) else {
+        return;
+    };
+    let w = World::new("run-undo", 2, |_| {});
+    m.write_sample_config(
+        &w.kbs.url(),
+        "[[secret]]\nname = \"a\"\nresource = \"default/key/k0\"\n  [[secret.file]]\n  path = \"a.key\"\n\
+         [[secret]]\nname = \"b\"\nresource = \"default/key/k1\"\n  [[secret.file]]\n  path = \"b.key\"\n",
+    );
+    let dir = m.path("run/cvm-attest");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("a.key"), b"previous a").unwrap();
+    std::fs::write(dir.join("b.key"), b"previous b").unwrap();
+    let mut agent = unit_cmd(&["run"]);
+    agent
+        .env("CVM_ATTEST_ROOT", m.dir.path())
+        .env("DBUS_SYSTEM_BUS_ADDRESS", "unix:path=/nonexistent/bus")
+        .env("DIR", &dir);
+    let squat = r#"mkdir -p "$DIR/.b.key.cvm-attest-old-$$/x" && shift && exec "$@""#;
+    let out = crate::util::wrapped(&["sh", "-c", squat, "sh"], &agent)
+        .output()
+        .unwrap();
+    assert_fails_with(
+        &out,
+        1,
+        "nothing was delivered: every destination is as it was",
+    );
+    assert_logged(&out, "keep the previous");
+    assert_eq!(std::fs::read(dir.join("a.key")).unwrap(), b"previous a");
+    assert_eq!(std::fs::read(dir.join("b.key")).unwrap(), b"previous b");
+    let mut left: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| !n.starts_with(".b.key.cvm-attest-old-"))
+        .collect();
+    left.sort();
+    assert_eq!(left, ["a.key", "b.key"], "no copy of a new secret is left");
+}
+
 /// A group taken out of the configuration is taken away from the file: the
 /// next run does not find the file "unchanged" while another group reads it.
 #[test]
@@ -1316,6 +1361,10 @@ fn a_key_file_crypttab_names_for_a_closed_volume_is_kept() {
     m.write_sample_config("http://127.0.0.1:9", ROOT_VOLUME);
     m.open_volume("dm-0", "root");
     let root = m.key_file("root", b"one key for two volumes");
+    // A run killed between keeping its backup and the rename left a second
+    // name of the key file: removed, but the key it names is not wiped.
+    let stale = m.path("run/cryptsetup-keys.d/.root.key.cvm-attest-old-99999999");
+    std::fs::hard_link(&root, &stale).unwrap();
     std::fs::create_dir_all(m.path("sysroot/etc")).unwrap();
     std::fs::write(
         m.path("sysroot/etc/crypttab"),
@@ -1325,6 +1374,7 @@ fn a_key_file_crypttab_names_for_a_closed_volume_is_kept() {
     let out = m.cleanup();
     assert_exit(&out, 0);
     assert_eq!(std::fs::read(&root).unwrap(), b"one key for two volumes");
+    assert!(!stale.exists());
     assert_logged(&out, "crypttab names");
     assert_logged(&out, "key file of 'data'");
     m.open_volume("dm-1", "data");

@@ -326,8 +326,8 @@ fn bad_inputs_fail_clearly() {
     assert_fails_with(
         &out,
         5,
-        "TEE snp was named, but this guest cannot give its evidence: configfs-tsm offers no \
-         SEV-SNP report (provider tdx_guest)",
+        "TEE snp was named, but this guest cannot give its evidence: configfs-tsm has provider \
+         'tdx_guest', not sev_guest",
     );
     // A concurrent writer: once is retried, always is an error.
     tsm.knobs().update(|f| {

@@ -297,14 +297,14 @@ fn parse_error(src: &Source, error: &toml::de::Error) -> ConfigError {
             "expected a whole number of 0 or more, unquoted",
         ),
     };
-    let message = if message.contains("leading zero") {
+    let key = key_path_at(src.text, offset);
+    let message = if message.contains("leading zero") && key.ends_with(".mode") {
         "a number with a leading zero; write a file mode as a string, \"0400\", or as 0o400"
             .to_owned()
     } else {
         message
     };
-    src.at(offset..offset, key_path_at(src.text, offset))
-        .error(message)
+    src.at(offset..offset, key).error(message)
 }
 
 /// The key path at `offset` (`secret[1].file[0].mode`), read from the table

@@ -15,6 +15,8 @@ use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsE
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
+
+use super::wipe::{hidden, remove_stale, wipe};
 use zeroize::Zeroizing;
 
 const TMPFS_MAGIC: i64 = 0x0102_1994;
@@ -40,6 +42,9 @@ pub struct Staged {
     target: PathBuf,
     backup: Option<PathBuf>,
     committed: bool,
+    /// Wipe the replaced file even when it has other names: true for the
+    /// agent's own sinks; for `get --output` the other names are the user's.
+    wipe_shared: bool,
 }
 
 /// The filesystem type of `dir`, from statfs(2).
@@ -92,13 +97,38 @@ fn unchanged(t: &Target<'_>, dir: &Path) -> bool {
         && fs::read(&t.path).is_ok_and(|old| Zeroizing::new(old).as_slice() == t.data)
 }
 
-/// The nearest of `dir` and its ancestors that exists, when it is not a
-/// directory: what keeps `dir` from being made.
-pub fn blocking_file(dir: &Path) -> Option<&Path> {
-    dir.ancestors()
+/// Refuses a `path` that exists and is not a regular file: delivery renames
+/// over it, so a symlink, directory, device or pipe would be replaced (or
+/// fail the rename), never written through. `what_to_do` ends the message.
+pub fn replaceable(path: &Path, what_to_do: &str) -> Result<()> {
+    match fs::symlink_metadata(path) {
+        Ok(meta) if !meta.is_file() => bail!(
+            "{} is not a regular file (a symlink, directory, device or pipe); {what_to_do}",
+            path.display()
+        ),
+        _ => Ok(()),
+    }
+}
+
+/// Refuses a `path` whose directories cannot be made: the nearest of them
+/// that exists is not a directory.
+pub fn reachable(path: &Path) -> Result<()> {
+    let Some(dir) = path.parent() else {
+        return Ok(());
+    };
+    let blocking = dir
+        .ancestors()
         .filter(|d| !d.as_os_str().is_empty())
         .find(|d| fs::symlink_metadata(d).is_ok())
-        .filter(|d| !d.is_dir())
+        .filter(|d| !d.is_dir());
+    match blocking {
+        Some(file) => bail!(
+            "{} is not a directory, so {} cannot be written: remove it, or name another path",
+            file.display(),
+            path.display()
+        ),
+        None => Ok(()),
+    }
 }
 
 /// Refuses a symlink among the directories from `/run` down to `dir`: one
@@ -149,104 +179,6 @@ fn searchable(dir: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Removes what a killed run left beside `target`: its temporary file and
-/// its backup, a second copy of an earlier secret (`hidden` names them after
-/// the process; one whose process is gone is stale).
-pub(super) fn remove_stale(target: &Path) {
-    let (Some(dir), Some(name)) = (target.parent(), target.file_name()) else {
-        return;
-    };
-    let prefix = format!(".{}.cvm-attest-", name.to_string_lossy());
-    let Ok(entries) = fs::read_dir(dir) else {
-        return;
-    };
-    for entry in entries.flatten() {
-        let file_name = entry.file_name();
-        let Some(rest) = file_name.to_str().and_then(|n| n.strip_prefix(&prefix)) else {
-            continue;
-        };
-        let pid = rest
-            .strip_prefix("new-")
-            .or_else(|| rest.strip_prefix("old-"))
-            .and_then(|p| p.parse::<u32>().ok());
-        let Some(pid) = pid else { continue };
-        if pid != std::process::id() && !Path::new("/proc").join(pid.to_string()).exists() {
-            match wipe(&entry.path()) {
-                Ok(true) => log::info!(
-                    "wiped and removed {}, left by an earlier run",
-                    entry.path().display()
-                ),
-                Ok(false) => {}
-                Err(e) => log::warn!("{e:#}"),
-            }
-        }
-    }
-}
-
-/// Overwrites a regular file with zeros in place (tmpfs keeps the same
-/// pages), then removes it. `Ok(false)`: there was no such file. One that
-/// cannot be overwritten (another owner's 0400 file, and no
-/// CAP_DAC_OVERRIDE) is removed all the same, with a warning.
-pub(super) fn wipe(path: &Path) -> Result<bool> {
-    match fs::symlink_metadata(path) {
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
-        Err(e) => return Err(e).with_context(|| format!("stat {}", path.display())),
-        Ok(meta) if !meta.is_file() => bail!(
-            "{} is not a regular file (a symlink, directory, device or pipe); remove it by hand",
-            path.display()
-        ),
-        Ok(_) => {}
-    }
-    if let Err(e) = overwrite(path) {
-        log::warn!("{e:#}; removing it without wiping it first");
-    }
-    fs::remove_file(path).with_context(|| format!("remove {}", path.display()))?;
-    Ok(true)
-}
-
-/// The units run as root without CAP_DAC_OVERRIDE and key files are 0400,
-/// so the file is opened for reading, made writable by its owner, and
-/// opened again for the overwrite (the same inode, checked).
-fn overwrite(path: &Path) -> Result<()> {
-    let open = |write: bool| {
-        OpenOptions::new()
-            .read(!write)
-            .write(write)
-            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
-            .open(path)
-    };
-    let file = open(false).with_context(|| format!("open {} to wipe it", path.display()))?;
-    let meta = file
-        .metadata()
-        .with_context(|| format!("stat {}", path.display()))?;
-    file.set_permissions(Permissions::from_mode(0o600))
-        .with_context(|| format!("make {} writable", path.display()))?;
-    let writer = open(true).with_context(|| format!("open {} to wipe it", path.display()))?;
-    let again = writer
-        .metadata()
-        .with_context(|| format!("stat {}", path.display()))?;
-    anyhow::ensure!(
-        (again.dev(), again.ino()) == (meta.dev(), meta.ino()) && meta.is_file(),
-        "{} was replaced while being wiped",
-        path.display()
-    );
-    let zeros = vec![0u8; meta.size() as usize];
-    (&writer)
-        .write_all(&zeros)
-        .with_context(|| format!("overwrite {}", path.display()))
-}
-
-fn hidden(target: &Path, suffix: &str) -> Result<PathBuf> {
-    let name = target
-        .file_name()
-        .with_context(|| format!("{} names no file", target.display()))?;
-    Ok(target.with_file_name(format!(
-        ".{}.cvm-attest-{suffix}-{}",
-        name.to_string_lossy(),
-        std::process::id()
-    )))
-}
-
 /// Writes the temporary file (or notes that nothing needs to change).
 pub fn stage(t: &Target<'_>) -> Result<Staged> {
     let dir = match t.path.parent() {
@@ -260,13 +192,7 @@ pub fn stage(t: &Target<'_>) -> Result<Staged> {
     if t.memory_only {
         no_symlink_on_the_way(dir)?;
     }
-    if let Some(file) = blocking_file(dir) {
-        bail!(
-            "{} is not a directory, so {} cannot be made: remove it, or name another path",
-            file.display(),
-            dir.display()
-        );
-    }
+    reachable(&t.path)?;
     let dir_mode = if shared {
         t.dir_mode | 0o111
     } else {
@@ -289,17 +215,7 @@ pub fn stage(t: &Target<'_>) -> Result<Staged> {
     if shared {
         searchable(dir)?;
     }
-    // Delivery renames over the target: a symlink, directory, device or
-    // pipe would be replaced (or fail the rename), never written through.
-    if let Ok(meta) = fs::symlink_metadata(&t.path) {
-        if !meta.is_file() {
-            bail!(
-                "{} is not a regular file (a symlink, directory, device or pipe), and delivery \
-                 would replace it: remove it, or name another path",
-                t.path.display()
-            );
-        }
-    }
+    replaceable(&t.path, "remove it, or name another path")?;
     remove_stale(&t.path);
     if unchanged(t, dir) {
         log::debug!("{} already holds this secret", t.path.display());
@@ -308,6 +224,7 @@ pub fn stage(t: &Target<'_>) -> Result<Staged> {
             target: t.path.clone(),
             backup: None,
             committed: false,
+            wipe_shared: t.memory_only,
         });
     }
     let temp = hidden(&t.path, "new")?;
@@ -344,6 +261,7 @@ pub fn stage(t: &Target<'_>) -> Result<Staged> {
         target: t.path.clone(),
         backup: None,
         committed: false,
+        wipe_shared: t.memory_only,
     })
 }
 
@@ -388,7 +306,7 @@ impl Staged {
             return;
         }
         let result = match &self.backup {
-            Some(backup) => fs::rename(backup, &self.target).map_err(anyhow::Error::from),
+            Some(backup) => self.put_back(backup),
             None => wipe(&self.target).map(|_| ()),
         };
         if let Err(e) = result {
@@ -398,12 +316,30 @@ impl Staged {
         self.backup = None;
     }
 
+    /// Renames the backup over the new file, which is wiped: it keeps a
+    /// second name (the temporary file's, free again) until then.
+    fn put_back(&self, backup: &Path) -> Result<()> {
+        let dropped = hidden(&self.target, "new")?;
+        let kept = fs::hard_link(&self.target, &dropped).is_ok();
+        fs::rename(backup, &self.target)?;
+        if kept {
+            wipe(&dropped)?;
+        }
+        Ok(())
+    }
+
     /// Wipes the backup (the previous secret) once the whole delivery
     /// succeeded.
     pub fn finish(mut self) {
         if let Some(backup) = self.backup.take() {
-            if let Err(e) = wipe(&backup) {
-                log::warn!("{e:#}");
+            let shared = fs::metadata(&backup).is_ok_and(|m| m.nlink() > 1);
+            let result = if shared && !self.wipe_shared {
+                fs::remove_file(&backup).map_err(anyhow::Error::from)
+            } else {
+                wipe(&backup).map(|_| ())
+            };
+            if let Err(e) = result {
+                log::warn!("remove {}: {e:#}", backup.display());
             }
         }
         self.committed = false;

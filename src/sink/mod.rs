@@ -7,6 +7,7 @@
 pub mod file;
 pub mod keyring;
 pub mod volumes;
+mod wipe;
 
 use std::path::PathBuf;
 use std::time::Duration;

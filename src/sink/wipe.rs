@@ -1,0 +1,134 @@
+// SPDX-License-Identifier: Apache-2.0
+//! Dropping a copy of a secret: overwritten with zeros in place (tmpfs keeps
+//! the same pages), then removed. The file a delivery replaces, a temporary
+//! file of a failed one, the copies a killed run left beside a target, and
+//! the key files of open volumes all go this way.
+
+use std::fs::{self, OpenOptions, Permissions};
+use std::io::Write;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+
+/// Zeros written per call: a large file is not held in memory whole.
+const CHUNK: usize = 64 << 10;
+
+/// The hidden name beside `target` for this process's `new` (temporary) or
+/// `old` (backup) copy: `.NAME.cvm-attest-new-PID`.
+pub(super) fn hidden(target: &Path, suffix: &str) -> Result<PathBuf> {
+    let name = target
+        .file_name()
+        .with_context(|| format!("{} names no file", target.display()))?;
+    Ok(target.with_file_name(format!(
+        ".{}.cvm-attest-{suffix}-{}",
+        name.to_string_lossy(),
+        std::process::id()
+    )))
+}
+
+/// Removes what a killed run left beside `target`: its temporary file and
+/// its backup, a second copy of an earlier secret (named by [`hidden`] after
+/// the process; one whose process is gone is stale). A backup that is still
+/// a second name of the target (the run was killed between the link and the
+/// rename) is only unlinked: wiping it would wipe the target.
+pub(super) fn remove_stale(target: &Path) {
+    let (Some(dir), Some(name)) = (target.parent(), target.file_name()) else {
+        return;
+    };
+    let prefix = format!(".{}.cvm-attest-", name.to_string_lossy());
+    let Ok(entries) = fs::read_dir(dir) else {
+        return;
+    };
+    let live = fs::symlink_metadata(target)
+        .ok()
+        .map(|m| (m.dev(), m.ino()));
+    for entry in entries.flatten() {
+        let file_name = entry.file_name();
+        let Some(rest) = file_name.to_str().and_then(|n| n.strip_prefix(&prefix)) else {
+            continue;
+        };
+        let pid = rest
+            .strip_prefix("new-")
+            .or_else(|| rest.strip_prefix("old-"))
+            .and_then(|p| p.parse::<u32>().ok());
+        let Some(pid) = pid else { continue };
+        if pid == std::process::id() || Path::new("/proc").join(pid.to_string()).exists() {
+            continue;
+        }
+        let path = entry.path();
+        let same = fs::symlink_metadata(&path).is_ok_and(|m| Some((m.dev(), m.ino())) == live);
+        let result = if same {
+            fs::remove_file(&path)
+                .map(|()| true)
+                .map_err(anyhow::Error::from)
+        } else {
+            wipe(&path)
+        };
+        match result {
+            Ok(true) => log::info!("removed {}, left by an earlier run", path.display()),
+            Ok(false) => {}
+            Err(e) => log::warn!("remove {}: {e:#}", path.display()),
+        }
+    }
+}
+
+/// Overwrites a regular file with zeros in place, then removes it.
+/// `Ok(false)`: there was no such file. One that cannot be overwritten
+/// (another owner's 0400 file, and no CAP_DAC_OVERRIDE) is removed all the
+/// same, with a warning.
+pub(super) fn wipe(path: &Path) -> Result<bool> {
+    match fs::symlink_metadata(path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+        Err(e) => return Err(e).with_context(|| format!("stat {}", path.display())),
+        Ok(_) => super::file::replaceable(path, "remove it by hand")?,
+    }
+    if let Err(e) = overwrite(path) {
+        log::warn!("{e:#}; removing it without wiping it first");
+    }
+    fs::remove_file(path).with_context(|| format!("remove {}", path.display()))?;
+    Ok(true)
+}
+
+/// The units run as root without CAP_DAC_OVERRIDE and key files are 0400,
+/// so the file is opened for reading, made writable by its owner, and
+/// opened again for the overwrite (the same inode, checked).
+fn overwrite(path: &Path) -> Result<()> {
+    let open = |write: bool| {
+        OpenOptions::new()
+            .read(!write)
+            .write(write)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+            .open(path)
+    };
+    let file = open(false).with_context(|| format!("open {} to wipe it", path.display()))?;
+    let meta = file
+        .metadata()
+        .with_context(|| format!("stat {}", path.display()))?;
+    anyhow::ensure!(
+        meta.is_file(),
+        "{} was replaced while being wiped",
+        path.display()
+    );
+    file.set_permissions(Permissions::from_mode(0o600))
+        .with_context(|| format!("make {} writable", path.display()))?;
+    let mut writer = open(true).with_context(|| format!("open {} to wipe it", path.display()))?;
+    let again = writer
+        .metadata()
+        .with_context(|| format!("stat {}", path.display()))?;
+    anyhow::ensure!(
+        (again.dev(), again.ino()) == (meta.dev(), meta.ino()),
+        "{} was replaced while being wiped",
+        path.display()
+    );
+    let zeros = [0u8; CHUNK];
+    let mut left = meta.size();
+    while left > 0 {
+        let n = left.min(CHUNK as u64) as usize;
+        writer
+            .write_all(&zeros[..n])
+            .with_context(|| format!("overwrite {}", path.display()))?;
+        left -= n as u64;
+    }
+    Ok(())
+}
