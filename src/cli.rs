@@ -48,7 +48,7 @@ pub enum Command {
 cvm-attest get --kbs https://kbs.example --kbs-ca ca.pem default/luks/root -o /run/root.key\n  \
 cvm-attest get --kbs https://kbs.example default/tls/cert default/tls/key -o /run/tls\n\n\
 With one resource the secret goes to --output FILE, or to stdout when stdout is neither a\n\
-terminal nor a socket such as the journal (--output - forces stdout). With several, --output names a directory that receives\n\
+terminal nor the journal (--output - forces stdout). With several, --output names a directory that receives\n\
 DIR/<repo>/<type>/<tag> for each. Files are created with mode 0600, all or none.")]
     Get(GetArgs),
     /// Print the Attestation body the agent would send for a nonce (no KBS traffic)

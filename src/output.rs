@@ -3,8 +3,8 @@
 //! resource under a directory.
 //!
 //! The destination is planned before any network traffic, so a wrong one
-//! costs no attestation. A secret never goes to a terminal, or to a socket
-//! (journald's stream under systemd), unless `--output -` asks for it. Files are written whole or not at all, by the same staging
+//! costs no attestation. A secret never goes to a terminal, or to the
+//! journal (stdout under systemd), unless `--output -` asks for it. Files are written whole or not at all, by the same staging
 //! as the configured sinks (`sink/file.rs`), with mode 0600. A destination
 //! that is not tmpfs or ramfs is allowed for manual use but draws a warning.
 
