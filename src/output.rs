@@ -43,7 +43,7 @@ impl Output {
             None if std::io::stdout().is_terminal() => bail!(
                 "refusing to print a secret to the terminal: pass --output FILE, or --output - to print it anyway"
             ),
-            None if crate::logger::is_journal(std::io::stdout().as_fd()) => bail!(
+            None if stdout_is_journal() => bail!(
                 "refusing to write a secret to stdout, which is the journal (run from a unit or \
                  systemd-run): pass --output FILE, or --output - to log it anyway"
             ),
@@ -114,6 +114,26 @@ fn in_dir(dir: &Path, r: &ResourcePath) -> PathBuf {
     dir.join(&r.repo).join(&r.kind).join(&r.tag)
 }
 
+/// journald's socket for the stdout and stderr streams of units.
+const JOURNAL_STDOUT: &str = "/run/systemd/journal/stdout";
+
+/// Whether fd 1 is a journal stream: the one `JOURNAL_STREAM` names, or a
+/// socket connected to journald's (when stdout and stderr are separate
+/// journal streams, `JOURNAL_STREAM` names stderr's).
+fn stdout_is_journal() -> bool {
+    let stdout = std::io::stdout();
+    if crate::logger::is_journal(stdout.as_fd()) {
+        return true;
+    }
+    let Ok(fd) = stdout.as_fd().try_clone_to_owned() else {
+        return false;
+    };
+    let journald = crate::root::path(JOURNAL_STDOUT);
+    std::os::unix::net::UnixStream::from(fd)
+        .peer_addr()
+        .is_ok_and(|addr| addr.as_pathname() == Some(journald.as_path()))
+}
+
 /// `get … > FILE`: the shell chose the file, so only warn, as for --output.
 /// And `get … >/dev/null` (or with stdout closed, which std points at
 /// /dev/null): the secret is thrown away, which is worth a word.
@@ -151,8 +171,15 @@ fn deliver_files(files: &[(PathBuf, &[u8])]) -> Result<()> {
         staged.push(file::stage(&target)?);
     }
     if let Err(e) = staged.iter_mut().try_for_each(file::Staged::commit) {
-        staged.iter_mut().rev().for_each(file::Staged::undo);
-        return Err(e);
+        let mut restored = true;
+        for s in staged.iter_mut().rev() {
+            restored &= s.undo();
+        }
+        return Err(e.context(if restored {
+            "nothing was written: every file is as it was"
+        } else {
+            "writing failed, and some files could not be put back (see the errors above)"
+        }));
     }
     for s in staged {
         log::info!("wrote {}", s.target().display());

@@ -3,7 +3,9 @@
 
 use std::os::unix::fs::PermissionsExt;
 
-use crate::util::{assert_exit, assert_logged, assert_not_logged, stderr, World};
+use crate::util::{
+    assert_exit, assert_fails_with, assert_logged, assert_not_logged, stderr, World,
+};
 
 #[test]
 fn one_resource_to_a_file() {
@@ -187,6 +189,32 @@ fn stdout_that_is_the_journal_is_refused() {
             assert_eq!(sent, w.secret("default/key/k0"), "{extra:?} {journal}");
         }
     }
+}
+
+/// A unit whose stdout and stderr are separate journal streams has
+/// `JOURNAL_STREAM` name stderr's: stdout is told by its peer, journald's
+/// stream socket (here under the test's root).
+#[test]
+fn stdout_connected_to_journald_is_refused() {
+    let w = World::new("stdout-journald", 1, |_| {});
+    let root = crate::util::TempDir::new("stdout-journald");
+    let socket = root.path().join("run/systemd/journal/stdout");
+    std::fs::create_dir_all(socket.parent().unwrap()).unwrap();
+    let _journald = std::os::unix::net::UnixListener::bind(&socket).unwrap();
+    let stream = std::os::unix::net::UnixStream::connect(&socket).unwrap();
+    let out = w
+        .get_cmd(&["default/key/k0"])
+        .env("CVM_ATTEST_ROOT", root.path())
+        .stdout(std::os::fd::OwnedFd::from(stream))
+        .stderr(std::process::Stdio::piped())
+        .output()
+        .unwrap();
+    assert_fails_with(
+        &out,
+        2,
+        "refusing to write a secret to stdout, which is the journal",
+    );
+    assert_eq!(w.kbs.stats().auth, 0, "refused before any traffic");
 }
 
 /// `get … >/dev/null` succeeds, but says that the secret went nowhere.

@@ -298,7 +298,12 @@ fn parse_error(src: &Source, error: &toml::de::Error) -> ConfigError {
         ),
     };
     let key = key_path_at(src.text, offset);
-    let message = if message.contains("leading zero") && key.ends_with(".mode") {
+    // The key written just before the value, inline tables included.
+    let before = src.text.get(..offset).unwrap_or_default().trim_end();
+    let of_mode = before
+        .strip_suffix('=')
+        .is_some_and(|b| b.trim_end().ends_with("mode"));
+    let message = if message.contains("leading zero") && of_mode {
         "a number with a leading zero; write a file mode as a string, \"0400\", or as 0o400"
             .to_owned()
     } else {

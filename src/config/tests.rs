@@ -502,6 +502,7 @@ fn every_refusal_names_file_line_and_key() {
         ("[kbs]\nurl = \"https://k\"\nurll = \"b\"\n", 3, "kbs.urll: unknown key `urll`, expected one of `url`, `ca`"),
         ("enabled = false\n", 1, "enabled: unknown key `enabled`, expected one of `enable`"),
         ("[kbs]\ntimeout = 030\n", 2, "kbs.timeout: unexpected leading zero"),
+        (&format!("{ONE}file = [{{ path = \"a\", mode = 0400 }}]\n"), 6, "secret[0].file: a number with a leading zero; write a file mode as a string"),
         ("[kbs]\ntimeout = \"300\"\n", 2, "kbs.timeout: invalid type: string \"300\", expected a whole number of 0 or more, unquoted"),
         (&format!("{ONE}[[secret.file]]\npath = \"a\"\nmode = 0400\n"), 8, "secret[0].file[0].mode: a number with a leading zero; write a file mode as a string, \"0400\", or as 0o400"),
         ("[tee]\ntype = \"sev\"\n", 2, "tee.type: unknown TEE 'sev'; use one of snp, tdx, az-snp-vtpm, az-tdx-vtpm, tpm, sample"),

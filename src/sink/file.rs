@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 
-use super::wipe::{hidden, remove_stale, wipe};
+use super::wipe::{hidden, open_to_wipe, remove_stale, wipe, zero};
 use zeroize::Zeroizing;
 
 const TMPFS_MAGIC: i64 = 0x0102_1994;
@@ -216,7 +216,7 @@ pub fn stage(t: &Target<'_>) -> Result<Staged> {
         searchable(dir)?;
     }
     replaceable(&t.path, "remove it, or name another path")?;
-    remove_stale(&t.path);
+    remove_stale(&t.path, t.memory_only);
     if unchanged(t, dir) {
         log::debug!("{} already holds this secret", t.path.display());
         return Ok(Staged {
@@ -300,30 +300,33 @@ impl Staged {
         Ok(())
     }
 
-    /// Puts the previous file (or its absence) back.
-    pub fn undo(&mut self) {
+    /// Puts the previous file (or its absence) back; false when it could
+    /// not (the error is logged).
+    pub fn undo(&mut self) -> bool {
         if !self.committed {
-            return;
+            return true;
         }
         let result = match &self.backup {
             Some(backup) => self.put_back(backup),
             None => wipe(&self.target).map(|_| ()),
         };
-        if let Err(e) = result {
+        if let Err(e) = &result {
             log::error!("restore {}: {e:#}", self.target.display());
         }
         self.committed = false;
         self.backup = None;
+        result.is_ok()
     }
 
-    /// Renames the backup over the new file, which is wiped: it keeps a
-    /// second name (the temporary file's, free again) until then.
+    /// Renames the backup over the new file, which is wiped through a
+    /// descriptor opened before: it needs no second name meanwhile.
     fn put_back(&self, backup: &Path) -> Result<()> {
-        let dropped = hidden(&self.target, "new")?;
-        let kept = fs::hard_link(&self.target, &dropped).is_ok();
-        fs::rename(backup, &self.target)?;
-        if kept {
-            wipe(&dropped)?;
+        let writer = open_to_wipe(&self.target);
+        fs::rename(backup, &self.target)
+            .with_context(|| format!("put back the previous {}", self.target.display()))?;
+        match writer {
+            Ok(mut writer) => zero(&mut writer, &self.target)?,
+            Err(e) => log::warn!("{e:#}; the new file is dropped without being wiped"),
         }
         Ok(())
     }
@@ -354,5 +357,45 @@ impl Drop for Staged {
                 let _ = wipe(temp);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Read;
+
+    /// Undo puts the previous file back and zeroes the new one: a reader
+    /// that opened it meanwhile finds zeros, not the secret.
+    #[test]
+    fn undo_restores_the_previous_file_and_wipes_the_new_one() {
+        let dir = std::env::temp_dir().join(format!("cvm-attest-undo-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("k.key");
+        fs::write(&path, b"previous").unwrap();
+        let target = Target {
+            path: path.clone(),
+            mode: 0o600,
+            uid: None,
+            gid: None,
+            dir_mode: 0o700,
+            memory_only: false,
+            data: b"the new secret",
+        };
+        let mut staged = stage(&target).unwrap();
+        staged.commit().unwrap();
+        let mut reader = File::open(&path).unwrap();
+        let restored_ok = staged.undo();
+        let mut seen = Vec::new();
+        reader.read_to_end(&mut seen).unwrap();
+        let restored = fs::read(&path).unwrap();
+        drop(staged);
+        let left = fs::read_dir(&dir).unwrap().count();
+        fs::remove_dir_all(&dir).unwrap();
+        assert!(restored_ok);
+        assert_eq!(seen, vec![0u8; b"the new secret".len()]);
+        assert_eq!(restored, b"previous");
+        assert_eq!(left, 1, "no other copy is left");
     }
 }

@@ -216,8 +216,9 @@ impl Staging {
         Ok(())
     }
 
-    /// Puts the previous keys back.
-    pub fn undo(&mut self) {
+    /// Puts the previous keys back; false when one could not be (logged).
+    pub fn undo(&mut self) -> bool {
+        let mut restored = true;
         for entry in &mut self.entries {
             if !entry.committed {
                 continue;
@@ -228,9 +229,11 @@ impl Staging {
             };
             if let Err(e) = result {
                 log::error!("restore the {}: {}", entry.label, errno_text(e));
+                restored = false;
             }
             entry.committed = false;
         }
+        restored
     }
 
     /// Drops the staging keyring (and with it the displaced keys).

@@ -196,11 +196,15 @@ pub fn deliver(layout: &Layout, items: &[(&Secret, &[u8])]) -> anyhow::Result<De
         }
     }
     if let Err(e) = outcome {
-        if let Some(k) = keys.as_mut() {
-            k.undo();
+        let mut restored = keys.as_mut().is_none_or(keyring::Staging::undo);
+        for (_, f) in files.iter_mut().rev() {
+            restored &= f.undo();
         }
-        files.iter_mut().rev().for_each(|(_, f)| f.undo());
-        return Err(e.context("nothing was delivered: every destination is as it was"));
+        return Err(e.context(if restored {
+            "nothing was delivered: every destination is as it was"
+        } else {
+            "the delivery failed, and some destinations could not be put back (see the errors above)"
+        }));
     }
     let mut delivered = Delivered {
         changed_items: vec![false; items.len()],

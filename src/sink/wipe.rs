@@ -4,7 +4,7 @@
 //! file of a failed one, the copies a killed run left beside a target, and
 //! the key files of open volumes all go this way.
 
-use std::fs::{self, OpenOptions, Permissions};
+use std::fs::{self, File, OpenOptions, Permissions};
 use std::io::Write;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -31,8 +31,9 @@ pub(super) fn hidden(target: &Path, suffix: &str) -> Result<PathBuf> {
 /// its backup, a second copy of an earlier secret (named by [`hidden`] after
 /// the process; one whose process is gone is stale). A backup that is still
 /// a second name of the target (the run was killed between the link and the
-/// rename) is only unlinked: wiping it would wipe the target.
-pub(super) fn remove_stale(target: &Path) {
+/// rename) is only unlinked: wiping it would wipe the target. So is one with
+/// other names unless `wipe_shared` (for `get --output` they are the user's).
+pub(super) fn remove_stale(target: &Path, wipe_shared: bool) {
     let (Some(dir), Some(name)) = (target.parent(), target.file_name()) else {
         return;
     };
@@ -57,8 +58,9 @@ pub(super) fn remove_stale(target: &Path) {
             continue;
         }
         let path = entry.path();
-        let same = fs::symlink_metadata(&path).is_ok_and(|m| Some((m.dev(), m.ino())) == live);
-        let result = if same {
+        let keep_pages = fs::symlink_metadata(&path)
+            .is_ok_and(|m| Some((m.dev(), m.ino())) == live || (!wipe_shared && m.nlink() > 1));
+        let result = if keep_pages {
             fs::remove_file(&path)
                 .map(|()| true)
                 .map_err(anyhow::Error::from)
@@ -90,10 +92,15 @@ pub(super) fn wipe(path: &Path) -> Result<bool> {
     Ok(true)
 }
 
-/// The units run as root without CAP_DAC_OVERRIDE and key files are 0400,
-/// so the file is opened for reading, made writable by its owner, and
-/// opened again for the overwrite (the same inode, checked).
 fn overwrite(path: &Path) -> Result<()> {
+    zero(&mut open_to_wipe(path)?, path)
+}
+
+/// Opens a regular file to overwrite it. The units run as root without
+/// CAP_DAC_OVERRIDE and key files are 0400, so the file is opened for
+/// reading, made writable by its owner, and opened again for writing (the
+/// same inode, checked).
+pub(super) fn open_to_wipe(path: &Path) -> Result<File> {
     let open = |write: bool| {
         OpenOptions::new()
             .read(!write)
@@ -112,7 +119,7 @@ fn overwrite(path: &Path) -> Result<()> {
     );
     file.set_permissions(Permissions::from_mode(0o600))
         .with_context(|| format!("make {} writable", path.display()))?;
-    let mut writer = open(true).with_context(|| format!("open {} to wipe it", path.display()))?;
+    let writer = open(true).with_context(|| format!("open {} to wipe it", path.display()))?;
     let again = writer
         .metadata()
         .with_context(|| format!("stat {}", path.display()))?;
@@ -121,8 +128,18 @@ fn overwrite(path: &Path) -> Result<()> {
         "{} was replaced while being wiped",
         path.display()
     );
+    Ok(writer)
+}
+
+/// Overwrites what `writer` (from [`open_to_wipe`]) holds with zeros, as
+/// long as it is now; `path` names it in errors.
+pub(super) fn zero(writer: &mut File, path: &Path) -> Result<()> {
+    let size = writer
+        .metadata()
+        .with_context(|| format!("stat {}", path.display()))?
+        .len();
     let zeros = [0u8; CHUNK];
-    let mut left = meta.size();
+    let mut left = size;
     while left > 0 {
         let n = left.min(CHUNK as u64) as usize;
         writer
