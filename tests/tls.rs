@@ -217,7 +217,8 @@ fn an_unreachable_kbs_is_retried_until_the_deadline() {
 }
 
 /// The TLS failures an operator meets most, each in words that say what to
-/// change: a certificate for another name, and a KBS that serves plain http.
+/// change: a certificate for another name, an expired one, and a KBS that
+/// serves plain http.
 #[test]
 fn tls_failures_say_what_to_change() {
     let ca = data("tls/ca.pem");
@@ -245,6 +246,18 @@ fn tls_failures_say_what_to_change() {
     assert_fails_with(&out, 4, "its certificate is valid only for ");
     assert_logged(&out, "not for the host in the KBS URL");
     assert_not_logged(&out, "IpAddress(");
+    let expired = World::new("tls-expired", 1, |c| {
+        c.tls = Some(Tls {
+            cert_chain: data("tls/expired.pem"),
+            key: data("tls/expired.key"),
+        })
+    });
+    let out = get(&expired.kbs.url());
+    assert_fails_with(
+        &out,
+        4,
+        "its certificate is outside its validity period: renew it, or check this VM's clock",
+    );
     let plain = World::new("tls-plain", 1, |_| {});
     let url = plain.kbs.url().replacen("http://", "https://", 1);
     let out = get(&url);

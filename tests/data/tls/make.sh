@@ -1,8 +1,9 @@
 #!/bin/sh
 # SPDX-License-Identifier: Apache-2.0
 # Regenerates the test-only TLS material: a CA, a server certificate for
-# 127.0.0.1 and localhost signed by it, and an unrelated CA for the
-# "wrong CA" test. Keys are test keys, committed on purpose; never trust them.
+# 127.0.0.1 and localhost signed by it, the same for a server whose
+# certificate has expired (its notAfter a day before its notBefore), and an
+# unrelated CA for the "wrong CA" test. Keys are test keys, committed on purpose; never trust them.
 set -eu
 cd "$(dirname "$0")"
 days=36500
@@ -16,4 +17,8 @@ openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj "/CN=refkbs
 printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature\nextendedKeyUsage=serverAuth\n' > server.ext
 openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days $days \
   -extfile server.ext -out server.pem 2>/dev/null
-rm -f server.csr server.ext ca.srl ca.key other-ca.key
+openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj "/CN=refkbs expired server" \
+  -keyout expired.key -out expired.csr 2>/dev/null
+openssl x509 -req -in expired.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days -1 \
+  -extfile server.ext -out expired.pem 2>/dev/null
+rm -f server.csr expired.csr server.ext ca.srl ca.key other-ca.key
