@@ -4,8 +4,9 @@
 //!
 //! The destination is planned before any network traffic, so a wrong one
 //! costs no attestation. A secret never goes to a terminal, or to the
-//! journal (stdout under systemd), unless `--output -` asks for it. Files are written whole or not at all, by the same staging
-//! as the configured sinks (`sink/file.rs`), with mode 0600. A destination
+//! journal (stdout under systemd), unless `--output -` asks for it. Files
+//! are written whole or not at all, by the same staging as the configured
+//! sinks (`sink/file.rs`), with mode 0600. A destination
 //! that is not tmpfs or ramfs is allowed for manual use but draws a warning.
 
 use std::fs::File;
@@ -159,23 +160,10 @@ fn warn_about_stdout() {
 fn deliver_files(files: &[(PathBuf, &[u8])]) -> Result<()> {
     let mut staged = Vec::with_capacity(files.len());
     for (path, data) in files {
-        let target = Target {
-            path: path.clone(),
-            mode: 0o600,
-            uid: None,
-            gid: None,
-            dir_mode: 0o700,
-            memory_only: false,
-            data,
-        };
-        staged.push(file::stage(&target)?);
+        staged.push(file::stage(&Target::operator_file(path.clone(), data))?);
     }
     if let Err(e) = staged.iter_mut().try_for_each(file::Staged::commit) {
-        let mut restored = true;
-        for s in staged.iter_mut().rev() {
-            restored &= s.undo();
-        }
-        return Err(e.context(if restored {
+        return Err(e.context(if file::undo_all(staged.iter_mut()) {
             "nothing was written: every file is as it was"
         } else {
             "writing failed, and some files could not be put back (see the errors above)"

@@ -15,9 +15,9 @@ use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsE
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
+use zeroize::Zeroizing;
 
 use super::wipe::{hidden, open_to_wipe, remove_stale, wipe, zero};
-use zeroize::Zeroizing;
 
 const TMPFS_MAGIC: i64 = 0x0102_1994;
 const RAMFS_MAGIC: i64 = 0x8584_58f6;
@@ -34,6 +34,28 @@ pub struct Target<'a> {
     /// an operator's explicit `get --output`).
     pub memory_only: bool,
     pub data: &'a [u8],
+}
+
+impl<'a> Target<'a> {
+    /// A file an operator names (`get --output`): mode 0600, owned by the
+    /// caller, new directories 0700, on any filesystem (with a warning).
+    pub fn operator_file(path: PathBuf, data: &'a [u8]) -> Target<'a> {
+        Target {
+            path,
+            mode: 0o600,
+            uid: None,
+            gid: None,
+            dir_mode: 0o700,
+            memory_only: false,
+            data,
+        }
+    }
+}
+
+/// Undoes every committed file, last first; false when one could not be
+/// put back (each such error is logged).
+pub fn undo_all<'s>(staged: impl DoubleEndedIterator<Item = &'s mut Staged>) -> bool {
+    staged.rev().fold(true, |restored, s| s.undo() & restored)
 }
 
 /// A staged file: written, not yet in place. Removed on drop unless committed.
@@ -374,15 +396,7 @@ mod tests {
         fs::create_dir_all(&dir).unwrap();
         let path = dir.join("k.key");
         fs::write(&path, b"previous").unwrap();
-        let target = Target {
-            path: path.clone(),
-            mode: 0o600,
-            uid: None,
-            gid: None,
-            dir_mode: 0o700,
-            memory_only: false,
-            data: b"the new secret",
-        };
+        let target = Target::operator_file(path.clone(), b"the new secret");
         let mut staged = stage(&target).unwrap();
         staged.commit().unwrap();
         let mut reader = File::open(&path).unwrap();

@@ -196,11 +196,9 @@ pub fn deliver(layout: &Layout, items: &[(&Secret, &[u8])]) -> anyhow::Result<De
         }
     }
     if let Err(e) = outcome {
-        let mut restored = keys.as_mut().is_none_or(keyring::Staging::undo);
-        for (_, f) in files.iter_mut().rev() {
-            restored &= f.undo();
-        }
-        return Err(e.context(if restored {
+        let keys_restored = keys.as_mut().is_none_or(keyring::Staging::undo);
+        let files_restored = file::undo_all(files.iter_mut().map(|(_, f)| f));
+        return Err(e.context(if keys_restored && files_restored {
             "nothing was delivered: every destination is as it was"
         } else {
             "the delivery failed, and some destinations could not be put back (see the errors above)"
