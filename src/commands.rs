@@ -52,7 +52,7 @@ pub async fn evidence(args: EvidenceArgs) -> Result<()> {
         }
     };
     let key = TeeKey::generate()?;
-    let body = kbs::attestation(platform, &options, &key, &nonce).await?;
+    let body = kbs::attestation(platform, &options, key.public_jwk(), &nonce).await?;
     let json = serde_json::to_string(&body).context("serialize the attestation")?;
     print_out(&format!("{json}\n"))
 }
