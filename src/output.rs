@@ -18,6 +18,7 @@ use anyhow::{bail, Context, Result};
 
 use crate::kbs::Fetched;
 use crate::resource::ResourcePath;
+use crate::sink::dir;
 use crate::sink::file::{self, Target};
 
 pub enum Output {
@@ -56,7 +57,7 @@ impl Output {
                 }
                 for r in resources {
                     let target = in_dir(path, r);
-                    file::reachable(&target)?;
+                    dir::reachable(&target)?;
                     file::replaceable(&target, "writing replaces it: remove it, or name another directory")?;
                 }
                 Ok(Output::Dir(path.to_owned()))
@@ -70,7 +71,7 @@ impl Output {
                 path.display()
             ),
             Some(path) => {
-                file::reachable(path)?;
+                dir::reachable(path)?;
                 file::replaceable(
                     path,
                     "writing replaces it: name a new file, or pass --output - for stdout",
@@ -144,7 +145,7 @@ fn warn_about_stdout() {
     let Ok(meta) = std::fs::metadata(fd1) else {
         return;
     };
-    if meta.is_file() && file::memory_backed(fd1).is_ok_and(|memory| !memory) {
+    if meta.is_file() && dir::memory_backed(fd1).is_ok_and(|memory| !memory) {
         log::warn!(
             "stdout is a file that is not on tmpfs or ramfs: the secret may reach persistent \
              storage; redirect to a file under /run instead"
@@ -158,9 +159,9 @@ fn warn_about_stdout() {
 
 /// Stages every file (mode 0600), then moves them all into place.
 fn deliver_files(files: &[(PathBuf, &[u8])]) -> Result<()> {
-    let mut staged = Vec::with_capacity(files.len());
+    let (mut staging, mut staged) = (file::Staging::default(), Vec::with_capacity(files.len()));
     for (path, data) in files {
-        staged.push(file::stage(&Target::operator_file(path.clone(), data))?);
+        staged.push(staging.stage(&Target::operator_file(path.clone(), data))?);
     }
     if let Err(e) = staged.iter_mut().try_for_each(file::Staged::commit) {
         return Err(e.context(if file::undo_all(staged.iter_mut()) {

@@ -302,7 +302,7 @@ fn configfs_tsm() -> (Check, Option<String>) {
 /// Whether /sys/kernel/config is still the bare sysfs mount point.
 fn configfs_unmounted() -> bool {
     const SYSFS_MAGIC: i64 = 0x6265_6572;
-    crate::sink::file::fs_magic(&root::path(root::CONFIGFS)).is_ok_and(|m| m == SYSFS_MAGIC)
+    crate::sink::dir::fs_magic(&root::path(root::CONFIGFS)).is_ok_and(|m| m == SYSFS_MAGIC)
 }
 
 fn sev_guest() -> Check {

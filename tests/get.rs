@@ -145,6 +145,45 @@ fn stdout_redirected_to_a_file_on_disk_draws_a_warning() {
     assert_not_logged(&out, "stdout is a file");
 }
 
+/// `--output DIR` on persistent storage: allowed for an operator, with one
+/// warning for the directory, however many files go there.
+#[test]
+fn output_dir_on_disk_draws_one_warning() {
+    let w = World::new("outdir-disk", 3, |_| {});
+    let base = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"));
+    let fs = std::process::Command::new("stat")
+        .args(["-f", "-c", "%T"])
+        .arg(base)
+        .output()
+        .unwrap();
+    if String::from_utf8_lossy(&fs.stdout).trim() == "tmpfs" {
+        println!("SKIPPED output_dir_on_disk_draws_one_warning: the target directory is on tmpfs");
+        return;
+    }
+    let dir = base.join(format!("outdir-disk-{}", std::process::id()));
+    let out = w.get(&[
+        "--output",
+        dir.to_str().unwrap(),
+        "default/key/k0",
+        "default/key/k1",
+        "default/key/k2",
+    ]);
+    let written: Vec<Vec<u8>> = (0..3)
+        .map(|i| std::fs::read(dir.join(format!("default/key/k{i}"))).unwrap())
+        .collect();
+    std::fs::remove_dir_all(&dir).unwrap();
+    assert_exit(&out, 0);
+    for (i, data) in written.iter().enumerate() {
+        assert_eq!(data, w.secret(&format!("default/key/k{i}")));
+    }
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        stderr.matches("is not on tmpfs or ramfs").count(),
+        1,
+        "one warning for the one directory: {stderr}"
+    );
+}
+
 /// Under systemd, stdout is journald's stream (`JOURNAL_STREAM` names its
 /// device and inode): a secret sent there would be logged. Refused before
 /// any traffic, unless `--output -` asks. Another socket (a parent's

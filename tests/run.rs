@@ -807,20 +807,27 @@ fn a_named_keyring_without_link_permission_is_a_clear_error() {
 /// A run killed between staging and finishing leaves a temporary file and a
 /// backup (a second copy of an earlier secret) beside the target; the next
 /// run removes them. Those of a process still alive are left alone.
+/// Leftovers of a killed run beside two files of one directory: the
+/// directory is read once for both, and each file's copies are removed.
 #[test]
 fn leftovers_of_a_killed_run_are_removed() {
     let Some(m) = Machine::new("run-stale", 1 << 20) else {
         return;
     };
-    let w = World::new("run-stale", 1, |_| {});
+    let w = World::new("run-stale", 2, |_| {});
     m.write_sample_config(
         &w.kbs.url(),
-        "[[secret]]\nname = \"k\"\nresource = \"default/key/k0\"\n  [[secret.credential]]\n",
+        "[[secret]]\nname = \"k\"\nresource = \"default/key/k0\"\n  [[secret.credential]]\n\
+         [[secret]]\nname = \"j\"\nresource = \"default/key/k1\"\n  [[secret.credential]]\n",
     );
     let store = m.path("run/credstore");
     std::fs::create_dir_all(&store).unwrap();
     // No process has a PID above the kernel's limit (at most 2^22).
-    let stale = [".k.cvm-attest-old-99999999", ".k.cvm-attest-new-99999999"];
+    let stale = [
+        ".k.cvm-attest-old-99999999",
+        ".k.cvm-attest-new-99999999",
+        ".j.cvm-attest-new-99999998",
+    ];
     for name in stale {
         std::fs::write(store.join(name), b"an earlier secret").unwrap();
     }
@@ -832,10 +839,9 @@ fn leftovers_of_a_killed_run_are_removed() {
         assert!(!store.join(name).exists(), "{name} is still there");
     }
     assert!(store.join(alive).exists());
-    assert_eq!(
-        std::fs::read(store.join("k")).unwrap(),
-        w.secret("default/key/k0")
-    );
+    for (name, resource) in [("k", "default/key/k0"), ("j", "default/key/k1")] {
+        assert_eq!(std::fs::read(store.join(name)).unwrap(), w.secret(resource));
+    }
 }
 
 #[test]

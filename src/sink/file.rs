@@ -1,9 +1,10 @@
 // SPDX-License-Identifier: Apache-2.0
 //! File sinks, written all-or-nothing.
 //!
-//! `stage` writes the secret to a temporary file beside its target, created
-//! with its final mode (and owner), after checking that the directory is on
-//! tmpfs or ramfs: a secret never touches persistent storage. `commit`
+//! `Staging::stage` writes the secret to a temporary file beside its target,
+//! created with its final mode (and owner), after checking that the
+//! directory is on tmpfs or ramfs (`dir.rs`, once per directory of a
+//! delivery): a secret never touches persistent storage. `commit`
 //! renames it into place, keeping the previous file as a hard-linked backup
 //! until `finish`, so that `undo` can put every earlier file back when a
 //! later step fails. A target that already holds the same bytes, mode and
@@ -11,16 +12,14 @@
 
 use std::fs::{self, File, OpenOptions, Permissions};
 use std::io::Write;
-use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use zeroize::Zeroizing;
 
+use super::dir::{prepare, searchable, Prepared};
 use super::wipe::{hidden, open_to_wipe, remove_stale, wipe, zero};
-
-const TMPFS_MAGIC: i64 = 0x0102_1994;
-const RAMFS_MAGIC: i64 = 0x8584_58f6;
 
 /// A file to put in place.
 pub struct Target<'a> {
@@ -69,29 +68,6 @@ pub struct Staged {
     wipe_shared: bool,
 }
 
-/// The filesystem type of `dir`, from statfs(2).
-pub fn fs_magic(dir: &Path) -> Result<i64> {
-    let c_path =
-        std::ffi::CString::new(dir.as_os_str().as_encoded_bytes()).context("path contains NUL")?;
-    let mut st = std::mem::MaybeUninit::<libc::statfs>::uninit();
-    // SAFETY: c_path is NUL-terminated and st points to writable memory the
-    // size of a statfs, which the kernel fills completely on success.
-    let rc = unsafe { libc::statfs(c_path.as_ptr(), st.as_mut_ptr()) };
-    if rc != 0 {
-        return Err(std::io::Error::last_os_error())
-            .with_context(|| format!("statfs {}", dir.display()));
-    }
-    // SAFETY: statfs returned 0, so st is initialized.
-    let f_type = unsafe { st.assume_init() }.f_type;
-    // f_type is i64 here but a narrower integer on some targets.
-    #[allow(clippy::unnecessary_cast)]
-    Ok(f_type as i64)
-}
-
-pub fn memory_backed(dir: &Path) -> Result<bool> {
-    Ok(matches!(fs_magic(dir)?, TMPFS_MAGIC | RAMFS_MAGIC))
-}
-
 /// The owner and group a file created in `dir` gets: the process's, or the
 /// directory's group when it is set-group-ID.
 fn new_file_owner(dir: &Path) -> (u32, u32) {
@@ -132,113 +108,47 @@ pub fn replaceable(path: &Path, what_to_do: &str) -> Result<()> {
     }
 }
 
-/// Refuses a `path` whose directories cannot be made: the nearest of them
-/// that exists is not a directory.
-pub fn reachable(path: &Path) -> Result<()> {
-    let Some(dir) = path.parent() else {
-        return Ok(());
-    };
-    let blocking = dir
-        .ancestors()
-        .filter(|d| !d.as_os_str().is_empty())
-        .find(|d| fs::symlink_metadata(d).is_ok())
-        .filter(|d| !d.is_dir());
-    match blocking {
-        Some(file) => bail!(
-            "{} is not a directory, so {} cannot be written: remove it, or name another path",
-            file.display(),
-            path.display()
-        ),
-        None => Ok(()),
+/// Stages the files of one delivery. Each directory is checked, created and
+/// read for a killed run's leftovers once, however many files go there.
+#[derive(Default)]
+pub struct Staging {
+    dirs: Vec<Prepared>,
+}
+
+impl Staging {
+    /// Writes the temporary file (or notes that nothing needs to change).
+    pub fn stage(&mut self, t: &Target<'_>) -> Result<Staged> {
+        let dir = match t.path.parent() {
+            Some(d) if !d.as_os_str().is_empty() => d,
+            _ => Path::new("."),
+        };
+        // A file given to another owner or group must be reachable by it:
+        // the directories on the way get search permission for all (o+x,
+        // never read: the names stay unlisted; the file's own mode guards it).
+        let shared = t.uid.is_some() || t.gid.is_some();
+        let known = self
+            .dirs
+            .iter()
+            .position(|p| p.dir == dir && p.memory_only == t.memory_only);
+        let prepared = match known {
+            Some(i) => &mut self.dirs[i],
+            None => {
+                self.dirs.push(prepare(t, dir, shared)?);
+                self.dirs.last_mut().expect("just pushed")
+            }
+        };
+        if shared && !prepared.searchable {
+            searchable(dir)?;
+            prepared.searchable = true;
+        }
+        replaceable(&t.path, "remove it, or name another path")?;
+        remove_stale(&t.path, t.memory_only, &prepared.leftovers);
+        stage_file(t, dir)
     }
 }
 
-/// Refuses a symlink among the directories from `/run` down to `dir`: one
-/// placed in a directory another user owns (a service's runtime directory)
-/// would send the secret, chowned to its owner, wherever it points.
-fn no_symlink_on_the_way(dir: &Path) -> Result<()> {
-    let run = crate::root::path("/run");
-    for d in dir.ancestors().take_while(|d| d.starts_with(&run)) {
-        if fs::symlink_metadata(d).is_ok_and(|m| m.file_type().is_symlink()) {
-            bail!(
-                "{} is a symlink; secrets are delivered only through real directories: name \
-                 the directory it points to",
-                d.display()
-            );
-        }
-    }
-    Ok(())
-}
-
-/// Gives `dir` and every directory above it search permission for all:
-/// `RuntimeDirectoryMode=0700` or an older run's mode would keep another
-/// owner out. A directory root does not own is someone else's to open: left
-/// alone, with a warning.
-fn searchable(dir: &Path) -> Result<()> {
-    for d in dir.ancestors().filter(|d| !d.as_os_str().is_empty()) {
-        let meta = fs::metadata(d).with_context(|| format!("stat {}", d.display()))?;
-        let mode = meta.mode() & 0o7777;
-        if mode & 0o001 != 0 {
-            continue;
-        }
-        if meta.uid() != 0 {
-            log::warn!(
-                "{} (mode {mode:04o}, owner {}) may keep the secret's owner out: not changed",
-                d.display(),
-                meta.uid()
-            );
-            break;
-        }
-        fs::set_permissions(d, Permissions::from_mode(mode | 0o111))
-            .with_context(|| format!("let the secret's owner search {}", d.display()))?;
-        log::info!(
-            "{}: mode {:04o} -> {:04o}, so that the secret's owner can reach it",
-            d.display(),
-            mode,
-            mode | 0o111
-        );
-    }
-    Ok(())
-}
-
-/// Writes the temporary file (or notes that nothing needs to change).
-pub fn stage(t: &Target<'_>) -> Result<Staged> {
-    let dir = match t.path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d,
-        _ => Path::new("."),
-    };
-    // A file given to another owner or group must be reachable by it: the
-    // directories on the way get search permission for all (o+x, never
-    // read: the names stay unlisted; the file's own mode guards it).
-    let shared = t.uid.is_some() || t.gid.is_some();
-    if t.memory_only {
-        no_symlink_on_the_way(dir)?;
-    }
-    reachable(&t.path)?;
-    let dir_mode = if shared {
-        t.dir_mode | 0o111
-    } else {
-        t.dir_mode
-    };
-    fs::DirBuilder::new()
-        .recursive(true)
-        .mode(dir_mode)
-        .create(dir)
-        .with_context(|| format!("create directory {}", dir.display()))?;
-    if !memory_backed(dir)? {
-        if t.memory_only {
-            bail!("refusing to write a secret to {}: it is not on tmpfs or ramfs (secrets never go to persistent storage)", dir.display());
-        }
-        log::warn!(
-            "{} is not on tmpfs or ramfs: the secret may reach persistent storage",
-            dir.display()
-        );
-    }
-    if shared {
-        searchable(dir)?;
-    }
-    replaceable(&t.path, "remove it, or name another path")?;
-    remove_stale(&t.path, t.memory_only);
+/// Writes `t`'s temporary file in its prepared directory `dir`.
+fn stage_file(t: &Target<'_>, dir: &Path) -> Result<Staged> {
     if unchanged(t, dir) {
         log::debug!("{} already holds this secret", t.path.display());
         return Ok(Staged {
@@ -397,7 +307,7 @@ mod tests {
         let path = dir.join("k.key");
         fs::write(&path, b"previous").unwrap();
         let target = Target::operator_file(path.clone(), b"the new secret");
-        let mut staged = stage(&target).unwrap();
+        let mut staged = Staging::default().stage(&target).unwrap();
         staged.commit().unwrap();
         let mut reader = File::open(&path).unwrap();
         let restored_ok = staged.undo();

@@ -4,6 +4,7 @@
 //! every place it is delivered to; `deliver` puts a whole set in place, or
 //! none of it.
 
+pub mod dir;
 pub mod file;
 pub mod keyring;
 pub mod volumes;
@@ -152,12 +153,12 @@ impl Layout {
 /// was already committed.
 pub fn deliver(layout: &Layout, items: &[(&Secret, &[u8])]) -> anyhow::Result<Delivered> {
     use anyhow::Context;
-    let mut files = Vec::new();
+    let (mut staging, mut files) = (file::Staging::default(), Vec::new());
     let mut keys: Option<keyring::Staging> = None;
     for (item, (secret, data)) in items.iter().enumerate() {
         for sink in &secret.sinks {
             let staged = match (layout.file_target(sink, data), sink) {
-                (Some(target), _) => file::stage(&target).map(|s| files.push((item, s))),
+                (Some(target), _) => staging.stage(&target).map(|s| files.push((item, s))),
                 (
                     None,
                     Sink::Keyring {

@@ -77,7 +77,9 @@ pub fn forget_open(layout: &Layout, secrets: &[Secret]) -> (BTreeSet<String>, us
     for volume in volumes.into_iter().filter(|v| open.contains(*v)) {
         let path = layout.cryptsetup_key(volume);
         // Copies a run killed mid-delivery left beside it, too.
-        super::wipe::remove_stale(&path, true);
+        if let Some(dir) = path.parent() {
+            super::wipe::remove_stale(&path, true, &super::wipe::leftovers(dir));
+        }
         if let Some(other) = waiting.get(&path) {
             log::info!(
                 "volume '{volume}' is open, but crypttab names {} as the key file of '{other}', \

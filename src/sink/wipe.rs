@@ -4,6 +4,7 @@
 //! file of a failed one, the copies a killed run left beside a target, and
 //! the key files of open volumes all go this way.
 
+use std::ffi::OsString;
 use std::fs::{self, File, OpenOptions, Permissions};
 use std::io::Write;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
@@ -27,37 +28,52 @@ pub(super) fn hidden(target: &Path, suffix: &str) -> Result<PathBuf> {
     )))
 }
 
-/// Removes what a killed run left beside `target`: its temporary file and
-/// its backup, a second copy of an earlier secret (named by [`hidden`] after
-/// the process; one whose process is gone is stale). A backup that is still
-/// a second name of the target (the run was killed between the link and the
-/// rename) is only unlinked: wiping it would wipe the target. So is one with
-/// other names unless `wipe_shared` (for `get --output` they are the user's).
-pub(super) fn remove_stale(target: &Path, wipe_shared: bool) {
+/// The names in `dir` that killed runs left there: [`hidden`] copies whose
+/// process is gone. Read once per directory of a delivery.
+pub(super) fn leftovers(dir: &Path) -> Vec<OsString> {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .map(|entry| entry.file_name())
+        .filter(|name| {
+            let pid = name
+                .to_str()
+                .and_then(|n| n.strip_prefix('.'))
+                .and_then(|n| n.rsplit_once(".cvm-attest-"))
+                .and_then(|(_, rest)| rest.strip_prefix("new-").or(rest.strip_prefix("old-")))
+                .and_then(|p| p.parse::<u32>().ok());
+            pid.is_some_and(|pid| {
+                pid != std::process::id() && !Path::new("/proc").join(pid.to_string()).exists()
+            })
+        })
+        .collect()
+}
+
+/// Removes `target`'s copies among `leftovers` (from [`leftovers`] of its
+/// directory): its temporary file and its backup, a second copy of an
+/// earlier secret. A backup that is still a second name of the target (the
+/// run was killed between the link and the rename) is only unlinked: wiping
+/// it would wipe the target. So is one with other names unless
+/// `wipe_shared` (for `get --output` they are the user's).
+pub(super) fn remove_stale(target: &Path, wipe_shared: bool, leftovers: &[OsString]) {
     let (Some(dir), Some(name)) = (target.parent(), target.file_name()) else {
         return;
     };
     let prefix = format!(".{}.cvm-attest-", name.to_string_lossy());
-    let Ok(entries) = fs::read_dir(dir) else {
+    let mut mine = leftovers
+        .iter()
+        .filter(|n| n.to_str().is_some_and(|n| n.starts_with(&prefix)))
+        .peekable();
+    if mine.peek().is_none() {
         return;
-    };
+    }
     let live = fs::symlink_metadata(target)
         .ok()
         .map(|m| (m.dev(), m.ino()));
-    for entry in entries.flatten() {
-        let file_name = entry.file_name();
-        let Some(rest) = file_name.to_str().and_then(|n| n.strip_prefix(&prefix)) else {
-            continue;
-        };
-        let pid = rest
-            .strip_prefix("new-")
-            .or_else(|| rest.strip_prefix("old-"))
-            .and_then(|p| p.parse::<u32>().ok());
-        let Some(pid) = pid else { continue };
-        if pid == std::process::id() || Path::new("/proc").join(pid.to_string()).exists() {
-            continue;
-        }
-        let path = entry.path();
+    for file_name in mine {
+        let path = dir.join(file_name);
         let keep_pages = fs::symlink_metadata(&path)
             .is_ok_and(|m| Some((m.dev(), m.ino())) == live || (!wipe_shared && m.nlink() > 1));
         let result = if keep_pages {
