@@ -5,8 +5,6 @@
 //! 4 the KBS unreachable or failing within the deadline; 5 no usable TEE
 //! (none detected, or the one named has no working interface).
 
-use std::process::ExitCode;
-
 use crate::evidence::{NoPlatform, Unavailable};
 use crate::http::TransportError;
 use crate::jwe::JweError;
@@ -30,31 +28,31 @@ pub struct Usage(pub anyhow::Error);
 pub struct Shown(pub u8);
 
 /// The exit code for an error chain.
-pub fn code(err: &anyhow::Error) -> ExitCode {
+pub fn code(err: &anyhow::Error) -> u8 {
     for cause in err.chain() {
         if let Some(Shown(code)) = cause.downcast_ref::<Shown>() {
-            return ExitCode::from(*code);
+            return *code;
         }
         if cause.is::<Usage>() {
-            return ExitCode::from(USAGE);
+            return USAGE;
         }
         if let Some(kbs) = cause.downcast_ref::<KbsError>() {
-            return ExitCode::from(match kbs {
+            return match kbs {
                 KbsError::ServerFault { .. }
                 | KbsError::Unexpected { .. }
                 | KbsError::Malformed { .. } => UNREACHABLE,
                 _ => REFUSED,
-            });
+            };
         }
         if cause.is::<JweError>() {
-            return ExitCode::from(REFUSED);
+            return REFUSED;
         }
         if cause.is::<NoPlatform>() || cause.is::<Unavailable>() {
-            return ExitCode::from(NO_TEE);
+            return NO_TEE;
         }
         if cause.is::<TransportError>() {
-            return ExitCode::from(UNREACHABLE);
+            return UNREACHABLE;
         }
     }
-    ExitCode::from(FAILURE)
+    FAILURE
 }

@@ -5,6 +5,8 @@
 //! runs in a genuine TEE, and fetches the secrets the KBS then releases.
 //! Flow: platform → TEE key → auth → evidence bound to the challenge →
 //! attest → every resource in the one session → output.
+// glibc calls `main` below directly: see start.rs for what is left out.
+#![cfg_attr(not(test), no_main)]
 
 mod binding;
 mod cli;
@@ -33,6 +35,8 @@ mod root;
 mod run;
 mod sevguest;
 mod sink;
+#[cfg(not(test))]
+mod start;
 mod systemd;
 mod teekey;
 #[cfg(test)]
@@ -41,13 +45,22 @@ mod tls;
 mod tpm;
 mod tsm;
 
-use std::process::ExitCode;
-
 use clap::Parser;
 
 use crate::cli::{Cli, Command};
 
-fn main() -> ExitCode {
+#[cfg(not(test))]
+#[no_mangle]
+extern "C" fn main(_argc: libc::c_int, _argv: *const *const libc::c_char) -> libc::c_int {
+    start::begin();
+    let code = agent();
+    start::end();
+    code.into()
+}
+
+/// The agent, from the command line to its exit code.
+#[cfg_attr(test, allow(dead_code))]
+fn agent() -> u8 {
     let cli = Cli::parse();
     logger::init(cli.verbose, cli.quiet);
     coredump::disable();
@@ -59,7 +72,7 @@ fn main() -> ExitCode {
         Ok(rt) => rt,
         Err(e) => {
             log::error!("start the async runtime: {e}");
-            return ExitCode::from(exit::FAILURE);
+            return exit::FAILURE;
         }
     };
     let result = runtime.block_on(async {
@@ -75,7 +88,7 @@ fn main() -> ExitCode {
         }
     });
     match result {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(()) => 0,
         Err(e) => {
             if !e.is::<exit::Shown>() {
                 log::error!("{e:#}");

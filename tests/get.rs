@@ -256,6 +256,58 @@ fn stdout_connected_to_journald_is_refused() {
     assert_eq!(w.kbs.stats().auth, 0, "refused before any traffic");
 }
 
+/// Started with stdout and stderr closed, the agent points them at
+/// /dev/null first (`src/start.rs`), as Rust's runtime would: the secret's
+/// file never takes number 1 or 2, so no log line lands in it, and
+/// `--output -` sends the secret to /dev/null, not into another file.
+#[test]
+fn closed_stdout_and_stderr_become_dev_null() {
+    let w = World::new("closed-fds", 2, |_| {});
+    let dir = crate::util::TempDir::new("closed-fds");
+    let file = dir.path().join("k0");
+    let closed = |extra: &[&str], script: &str| {
+        let cmd = w.get_cmd(extra);
+        crate::util::wrapped(&["sh", "-c", script, "sh"], &cmd)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .output()
+            .unwrap()
+    };
+    let out = closed(
+        &["-vvv", "--output", file.to_str().unwrap(), "default/key/k0"],
+        r#"shift && exec "$@" >&- 2>&-"#,
+    );
+    assert_exit(&out, 0);
+    assert_eq!(std::fs::read(&file).unwrap(), w.secret("default/key/k0"));
+    let out = closed(
+        &["--output", "-", "default/key/k1"],
+        r#"shift && exec "$@" >&-"#,
+    );
+    assert_exit(&out, 0);
+    assert_logged(&out, "stdout is /dev/null: the secret is thrown away");
+}
+
+/// A stdout pipe nobody reads: the write fails and the agent says so, as
+/// SIGPIPE is ignored (`src/start.rs`), instead of dying of the signal.
+#[test]
+fn a_closed_pipe_on_stdout_is_an_error_not_a_signal() {
+    use std::os::fd::{FromRawFd, OwnedFd};
+    let w = World::new("broken-pipe", 1, |_| {});
+    let mut fds = [0; 2];
+    // SAFETY: fds has room for the two descriptors pipe(2) returns.
+    assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
+    // SAFETY: both descriptors were just created and are owned here only.
+    let (read, write) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+    drop(read);
+    let out = w
+        .get_cmd(&["--output", "-", "default/key/k0"])
+        .stdout(write)
+        .stderr(std::process::Stdio::piped())
+        .output()
+        .unwrap();
+    assert_fails_with(&out, 1, "write the secret to stdout");
+}
+
 /// `get … >/dev/null` succeeds, but says that the secret went nowhere.
 #[test]
 fn stdout_to_dev_null_draws_a_warning() {
