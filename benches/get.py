@@ -3,13 +3,22 @@
 """Benchmark of `cvm-attest get` against the standalone reference KBS on loopback.
 
 Prints, for 1 and 8 resources over plain http and over HTTPS (pinned test CA):
-the agent's wall time per run (median, p90); the reference KBS's own time per
+the agent's wall time per run (median); the reference KBS's own time per
 run, as the CPU time of its one thread (and, for reference, the part spent in
 its request handlers, from /refkbs/stats); the agent's cost, wall median minus
-the KBS's own time; the agent's own CPU time (user + system, median); the
-instructions of one run (callgrind, when valgrind is installed: the figure
-that does not drift with the machine); the agent's peak RSS (under GNU time);
-then the stripped release binary sizes.
+the KBS's own time; the same above the machine's process floor (`/bin/true`);
+the agent's own CPU time (user + system, median); the instructions of one
+run (callgrind, when valgrind is installed: the figure that does not drift
+with the machine); the agent's peak RSS (under GNU time); then the stripped
+release binary sizes.
+
+The speed of this VM drifts by a third from one minute to the next, so the
+runs are made in rounds (BENCH_ROUNDS, 10): each round measures the floor, then
+one resource, then eight, BENCH_RUNS (30) runs each, back to back. A figure is
+the median over the rounds of each round's figure, with its range over the
+rounds; the 8/1 ratio is taken within each round, where both ran in the same
+second. Each run writes a new file (the output is removed after it, outside
+the timing), as at boot.
 The agent is started with posix_spawn (vfork), as systemd starts it, not by
 forking this Python process, whose copy would be part of every figure.
 Run through `make bench` (or `sh benches/get.sh`), which builds the release
@@ -30,7 +39,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 AGENT = os.path.join(ROOT, "target/release/cvm-attest")
 REFKBS = os.path.join(ROOT, "target/release/refkbs")
 TLS = os.path.join(ROOT, "tests/data/tls")
-RUNS = int(os.environ.get("BENCH_RUNS", "50"))
+RUNS = int(os.environ.get("BENCH_RUNS", "30"))
+ROUNDS = int(os.environ.get("BENCH_ROUNDS", "10"))
 
 
 def start_kbs(resources, work, tls):
@@ -110,34 +120,74 @@ def cpu_ns(pid):
     return total
 
 
-def scenario(kbs_pid, url, paths, work):
+def remove(path):
+    if os.path.isdir(path):
+        shutil.rmtree(path)
+    elif os.path.exists(path):
+        os.unlink(path)
+
+
+def output(work, paths):
+    """A new output path: a file for one resource, a directory for several."""
+    return os.path.join(work, "out" + (".bin" if len(paths) == 1 else ""))
+
+
+def timed_runs(kbs_pid, url, paths, work):
+    """One round of one scenario: wall and agent CPU medians, the KBS's CPU time
+    and its handlers' time per run (ms)."""
     control(url, "/refkbs/stats/reset", "POST")
     cpu0 = cpu_ns(kbs_pid)
     walls, cpus = [], []
-    for i in range(RUNS):
-        out = os.path.join(work, f"out-{i}" + (".bin" if len(paths) == 1 else ""))
+    for _ in range(RUNS):
+        out = output(work, paths)
         wall, agent_cpu = run_agent(url, paths, out)
-        walls.append(wall)
-        cpus.append(agent_cpu)
-    cpu = (cpu_ns(kbs_pid) - cpu0) / 1e6 / RUNS
-    stats = control(url, "/refkbs/stats")
+        remove(out)
+        walls.append(wall * 1000)
+        cpus.append(agent_cpu * 1000)
+    kbs = (cpu_ns(kbs_pid) - cpu0) / 1e6 / RUNS
+    handlers = control(url, "/refkbs/stats")["busy_us"] / 1000.0 / RUNS
+    return {"wall": statistics.median(walls), "kbs": kbs, "handlers": handlers,
+            "cpu": statistics.median(cpus)}
+
+
+def peak_rss(url, paths, work):
     rss = []
-    for i in range(5):
-        out = os.path.join(work, f"rss-{i}" + (".bin" if len(paths) == 1 else ""))
-        rss_file = os.path.join(work, "rss.txt")
+    for _ in range(5):
+        out, rss_file = output(work, paths), os.path.join(work, "rss.txt")
         run_agent(url, paths, out, rss_file)
+        remove(out)
         rss.append(int(open(rss_file).read().split()[-1]))
-    handlers = stats["busy_us"] / 1000.0 / RUNS
-    walls.sort()
-    med = statistics.median(walls) * 1000
-    p90 = walls[int(len(walls) * 0.9) - 1] * 1000
-    instr = instructions(url, paths, os.path.join(work, "callgrind" + (".bin" if len(paths) == 1 else "")))
-    return med, p90, handlers, cpu, statistics.median(cpus) * 1000, instr, max(rss)
+    return max(rss)
 
 
 def spawn_median(cmd, runs=RUNS):
-    """Median wall time to spawn `cmd` and wait for it: this machine's floor."""
+    """Median wall time (ms) to spawn `cmd` and wait for it: this machine's floor."""
     return statistics.median(spawn(cmd)[0] for _ in range(runs)) * 1000
+
+
+def over_rounds(values, fmt="{:.2f}"):
+    """The median over the rounds, and the range: `2.10 (1.95-2.40)`."""
+    return f"{fmt.format(statistics.median(values))} ({fmt.format(min(values))}-{fmt.format(max(values))})"
+
+
+def transport(res, work, tls, paths8):
+    """ROUNDS rounds of floor, one resource and eight over one transport."""
+    proc, url = start_kbs(res, work, tls)
+    try:
+        rounds = []
+        for _ in range(ROUNDS):
+            floor = spawn_median(["/bin/true"])
+            one = timed_runs(proc.pid, url, paths8[:1], work)
+            eight = timed_runs(proc.pid, url, paths8, work)
+            rounds.append((floor, one, eight))
+        extra = {}
+        for n, paths in ((1, paths8[:1]), (8, paths8)):
+            extra[n] = (peak_rss(url, paths, work), instructions(url, paths, output(work, paths)))
+            remove(output(work, paths))
+    finally:
+        proc.terminate()
+        proc.wait()
+    return rounds, extra
 
 
 def main():
@@ -152,28 +202,34 @@ def main():
             with open(os.path.join(res, f"default/key/k{i}"), "wb") as f:
                 f.write(os.urandom(64))
         paths8 = [f"default/key/k{i}" for i in range(8)]
-        print(f"cvm-attest get against the standalone reference KBS on loopback, {RUNS} runs each")
-        floor, version = spawn_median(["/bin/true"]), spawn_median([AGENT, "--version"])
-        print(f"process floor on this machine: /bin/true {floor:.2f} ms, cvm-attest --version {version:.2f} ms")
-        print(f"{'scenario':<22}{'wall median':>12}{'wall p90':>10}{'KBS CPU':>10}{'(handlers)':>11}"
-              f"{'agent cost':>12}{'agent CPU':>11}{'instructions':>14}{'peak RSS':>11}")
-        results = {}
+        print(f"cvm-attest get against the standalone reference KBS on loopback, "
+              f"{ROUNDS} rounds of {RUNS} runs per scenario")
+        print("each figure: the median over the rounds of each round's median (its range over the rounds)")
+        version = spawn_median([AGENT, "--version"])
+        print(f"cvm-attest --version: {version:.2f} ms")
+        print(f"{'scenario':<19}{'wall':>20}{'KBS CPU':>9}{'(handlers)':>11}{'agent cost':>20}"
+              f"{'above floor':>20}{'agent CPU':>11}{'instructions':>14}{'peak RSS':>11}")
+        ratios = {}
         for tls in (False, True):
-            proc, url = start_kbs(res, work, tls)
-            try:
-                for paths in (paths8[:1], paths8):
-                    name = f"{'https' if tls else 'http'}, {len(paths)} resource{'s' if len(paths) > 1 else ''}"
-                    med, p90, handlers, cpu, agent_cpu, instr, rss = scenario(proc.pid, url, paths, work)
-                    results[(tls, len(paths))] = med
-                    instr = f"{instr / 1e6:>12.2f} M" if instr else f"{'-':>14}"
-                    print(f"{name:<22}{med:>9.2f} ms{p90:>7.2f} ms{cpu:>7.2f} ms{handlers:>8.2f} ms{med - cpu:>9.2f} ms"
-                          f"{agent_cpu:>8.2f} ms{instr}{rss / 1024:>7.2f} MiB")
-            finally:
-                proc.terminate()
-                proc.wait()
-        for tls in (False, True):
-            ratio = results[(tls, 8)] / results[(tls, 1)]
-            print(f"8 / 1 resources ({'https' if tls else 'http'}): {ratio:.2f}x")
+            rounds, extra = transport(res, work, tls, paths8)
+            scheme = "https" if tls else "http"
+            print(f"{scheme} floor (/bin/true): {over_rounds([r[0] for r in rounds])} ms")
+            for n, which in ((1, 1), (8, 2)):
+                runs = [r[which] for r in rounds]
+                cost = [x["wall"] - x["kbs"] for x in runs]
+                above = [x["wall"] - x["kbs"] - r[0] for x, r in zip(runs, rounds)]
+                rss, instr = extra[n]
+                instr = f"{instr / 1e6:>12.2f} M" if instr else f"{'-':>14}"
+                name = f"{scheme}, {n} resource{'s' if n > 1 else ''}"
+                print(f"{name:<19}{over_rounds([x['wall'] for x in runs]):>20}"
+                      f"{statistics.median(x['kbs'] for x in runs):>9.2f}"
+                      f"{statistics.median(x['handlers'] for x in runs):>11.2f}"
+                      f"{over_rounds(cost):>20}{over_rounds(above):>20}"
+                      f"{statistics.median(x['cpu'] for x in runs):>11.2f}{instr}{rss / 1024:>7.2f} MiB")
+            ratios[scheme] = [r[2]["wall"] / r[1]["wall"] for r in rounds]
+        print("(times in ms; handlers: the part of the KBS's time in its request handlers)")
+        for scheme, values in ratios.items():
+            print(f"8 / 1 resources ({scheme}), within each round: {over_rounds(values, '{:.2f}x')}")
     for binary, role in ((AGENT, "the agent"), (AGENT + "-tpm", "TPM helper, run on TPM platforms"),
                          (AGENT + "-units", "units helper, run by `run` to reload units")):
         size = os.path.getsize(binary)
