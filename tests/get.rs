@@ -112,11 +112,9 @@ fn evidence_command_binds_the_given_nonce() {
     assert_eq!(body.tee_evidence.primary_evidence["svn"], "1");
 }
 
-/// `get … > FILE` on persistent storage: the secret goes there, as asked,
-/// with the same warning as `--output` gives there.
-#[test]
-fn stdout_redirected_to_a_file_on_disk_draws_a_warning() {
-    let w = World::new("stdout-disk", 1, |_| {});
+/// Cargo's scratch directory for tests, when it is on persistent storage
+/// (else `test` is reported skipped): where the not-on-tmpfs warnings show.
+fn disk_dir(test: &str) -> Option<&'static std::path::Path> {
     let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"));
     let fs = std::process::Command::new("stat")
         .args(["-f", "-c", "%T"])
@@ -124,9 +122,20 @@ fn stdout_redirected_to_a_file_on_disk_draws_a_warning() {
         .output()
         .unwrap();
     if String::from_utf8_lossy(&fs.stdout).trim() == "tmpfs" {
-        println!("SKIPPED stdout_redirected_to_a_file_on_disk_draws_a_warning: the target directory is on tmpfs");
-        return;
+        println!("SKIPPED {test}: the target directory is on tmpfs");
+        return None;
     }
+    Some(dir)
+}
+
+/// `get … > FILE` on persistent storage: the secret goes there, as asked,
+/// with the same warning as `--output` gives there.
+#[test]
+fn stdout_redirected_to_a_file_on_disk_draws_a_warning() {
+    let w = World::new("stdout-disk", 1, |_| {});
+    let Some(dir) = disk_dir("stdout_redirected_to_a_file_on_disk_draws_a_warning") else {
+        return;
+    };
     let path = dir.join(format!("stdout-disk-{}", std::process::id()));
     let file = std::fs::File::create(&path).unwrap();
     let out = w
@@ -150,16 +159,9 @@ fn stdout_redirected_to_a_file_on_disk_draws_a_warning() {
 #[test]
 fn output_dir_on_disk_draws_one_warning() {
     let w = World::new("outdir-disk", 3, |_| {});
-    let base = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"));
-    let fs = std::process::Command::new("stat")
-        .args(["-f", "-c", "%T"])
-        .arg(base)
-        .output()
-        .unwrap();
-    if String::from_utf8_lossy(&fs.stdout).trim() == "tmpfs" {
-        println!("SKIPPED output_dir_on_disk_draws_one_warning: the target directory is on tmpfs");
+    let Some(base) = disk_dir("output_dir_on_disk_draws_one_warning") else {
         return;
-    }
+    };
     let dir = base.join(format!("outdir-disk-{}", std::process::id()));
     let out = w.get(&[
         "--output",
