@@ -7,7 +7,7 @@
 Runs `get` of one resource over http against one standalone reference KBS
 (target/release/refkbs, from `make bench` or `cargo build --release -p
 refkbs`), alternating the binaries run by run, so that the drift of this
-VM's speed (±30 % between benchmark runs) falls on all of them alike. Prints
+VM's speed (a third within minutes) falls on all of them alike. Prints
 each binary's median wall and CPU time and its difference to the first one.
 Build each variant into its own CARGO_TARGET_DIR. Not a test: it prints
 figures, it asserts nothing.

@@ -15,8 +15,8 @@ release binary sizes.
 The speed of this VM drifts by a third from one minute to the next, so the
 runs are made in rounds (BENCH_ROUNDS, 10): each round measures the floor, then
 one resource, then eight, BENCH_RUNS (30) runs each, back to back. A figure is
-the median over the rounds of each round's figure, with its range over the
-rounds; the 8/1 ratio is taken within each round, where both ran in the same
+the median over the rounds of each round's figure; the wall time, the agent's
+cost and the floor also show their range over the rounds; the 8/1 ratio is taken within each round, where both ran in the same
 second. Each run writes a new file (the output is removed after it, outside
 the timing), as at boot.
 The agent is started with posix_spawn (vfork), as systemd starts it, not by

@@ -10,6 +10,7 @@ use crate::http::TransportError;
 use crate::jwe::JweError;
 use crate::problem::KbsError;
 
+pub const SUCCESS: u8 = 0;
 pub const FAILURE: u8 = 1;
 pub const USAGE: u8 = 2;
 pub const REFUSED: u8 = 3;

@@ -88,7 +88,7 @@ fn agent() -> u8 {
         }
     });
     match result {
-        Ok(()) => 0,
+        Ok(()) => exit::SUCCESS,
         Err(e) => {
             if !e.is::<exit::Shown>() {
                 log::error!("{e:#}");

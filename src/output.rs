@@ -87,7 +87,7 @@ impl Output {
             Output::Stdout => {
                 warn_about_stdout();
                 // Straight to fd 1: std's stdout keeps a copy in its buffer.
-                // SAFETY: fd 1 is open for the whole process (std sets it up),
+                // SAFETY: fd 1 is open for the whole process (`start::begin`),
                 // and ManuallyDrop keeps this File from closing it.
                 let mut out = std::mem::ManuallyDrop::new(unsafe { File::from_raw_fd(1) });
                 for f in fetched {
@@ -137,8 +137,8 @@ fn stdout_is_journal() -> bool {
 }
 
 /// `get … > FILE`: the shell chose the file, so only warn, as for --output.
-/// And `get … >/dev/null` (or with stdout closed, which std points at
-/// /dev/null): the secret is thrown away, which is worth a word.
+/// And `get … >/dev/null` (or with stdout closed, which `start::begin`
+/// points at /dev/null): the secret is thrown away, which is worth a word.
 fn warn_about_stdout() {
     use std::os::unix::fs::{FileTypeExt, MetadataExt};
     let fd1 = Path::new("/proc/self/fd/1");

@@ -11,8 +11,17 @@
 //! closed would take its number, and a log line or a print would land in
 //! it), and SIGPIPE is ignored (a KBS that closes the connection fails a
 //! write instead of killing the agent). At the end, stdout is flushed.
+//!
+//! What else changes: a panic in a debug build aborts instead of exiting
+//! with 101 (release builds abort anyway, `panic = "abort"`), and panic
+//! messages name the main thread `<unnamed>`. The arguments still reach
+//! `std::env::args`: std reads them from glibc's `.init_array` call.
 
 use std::io::Write as _;
+
+// Without glibc's `.init_array` arguments, std::env::args would be empty.
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+compile_error!("src/start.rs relies on glibc passing argv to std through .init_array");
 
 /// Points a closed descriptor 0-2 at `/dev/null` and ignores SIGPIPE.
 pub fn begin() {
@@ -28,10 +37,13 @@ pub fn begin() {
         }
     }
     // SAFETY: SIG_IGN installs no handler code; only the disposition changes.
-    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_IGN) };
+    if unsafe { libc::signal(libc::SIGPIPE, libc::SIG_IGN) } == libc::SIG_ERR {
+        std::process::abort();
+    }
 }
 
-/// Flushes what std still buffers for stdout (`evidence`, `probe`).
+/// Flushes what std still buffers for stdout, as Rust's runtime does at
+/// exit: a safety net, since `commands::print_out` flushes every write.
 pub fn end() {
     let _ = std::io::stdout().flush();
 }

@@ -162,21 +162,22 @@ fn output_dir_on_disk_draws_one_warning() {
     let Some(base) = disk_dir("output_dir_on_disk_draws_one_warning") else {
         return;
     };
-    let dir = base.join(format!("outdir-disk-{}", std::process::id()));
+    // Removed on drop, even when an assertion fails; the agent creates it.
+    let dir = crate::util::TempDir(base.join(format!("outdir-disk-{}", std::process::id())));
     let out = w.get(&[
         "--output",
-        dir.to_str().unwrap(),
+        dir.path().to_str().unwrap(),
         "default/key/k0",
         "default/key/k1",
         "default/key/k2",
     ]);
-    let written: Vec<Vec<u8>> = (0..3)
-        .map(|i| std::fs::read(dir.join(format!("default/key/k{i}"))).unwrap())
-        .collect();
-    std::fs::remove_dir_all(&dir).unwrap();
     assert_exit(&out, 0);
-    for (i, data) in written.iter().enumerate() {
-        assert_eq!(data, w.secret(&format!("default/key/k{i}")));
+    for i in 0..3 {
+        let path = format!("default/key/k{i}");
+        assert_eq!(
+            std::fs::read(dir.path().join(&path)).unwrap(),
+            w.secret(&path)
+        );
     }
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(
@@ -258,7 +259,7 @@ fn stdout_connected_to_journald_is_refused() {
     assert_eq!(w.kbs.stats().auth, 0, "refused before any traffic");
 }
 
-/// Started with stdout and stderr closed, the agent points them at
+/// Started with stdin, stdout and stderr closed, the agent points them at
 /// /dev/null first (`src/start.rs`), as Rust's runtime would: the secret's
 /// file never takes number 1 or 2, so no log line lands in it, and
 /// `--output -` sends the secret to /dev/null, not into another file.
@@ -277,7 +278,7 @@ fn closed_stdout_and_stderr_become_dev_null() {
     };
     let out = closed(
         &["-vvv", "--output", file.to_str().unwrap(), "default/key/k0"],
-        r#"shift && exec "$@" >&- 2>&-"#,
+        r#"shift && exec "$@" <&- >&- 2>&-"#,
     );
     assert_exit(&out, 0);
     assert_eq!(std::fs::read(&file).unwrap(), w.secret("default/key/k0"));

@@ -806,9 +806,8 @@ fn a_named_keyring_without_link_permission_is_a_clear_error() {
 
 /// A run killed between staging and finishing leaves a temporary file and a
 /// backup (a second copy of an earlier secret) beside the target; the next
-/// run removes them. Those of a process still alive are left alone.
-/// Leftovers of a killed run beside two files of one directory: the
-/// directory is read once for both, and each file's copies are removed.
+/// run removes them, for each of two files in one directory (read once for
+/// both). Those of a process still alive are left alone.
 #[test]
 fn leftovers_of_a_killed_run_are_removed() {
     let Some(m) = Machine::new("run-stale", 1 << 20) else {

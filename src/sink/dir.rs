@@ -118,12 +118,12 @@ pub(super) struct Prepared {
 }
 
 /// Checks `dir` for `t`, creating it on the way; see [`super::file::Staging::stage`].
-pub(super) fn prepare(t: &Target<'_>, dir: &Path, shared: bool) -> Result<Prepared> {
+pub(super) fn prepare(t: &Target<'_>, dir: &Path) -> Result<Prepared> {
     if t.memory_only {
         no_symlink_on_the_way(dir)?;
     }
     reachable(&t.path)?;
-    let dir_mode = if shared {
+    let dir_mode = if t.shared() {
         t.dir_mode | 0o111
     } else {
         t.dir_mode

@@ -36,6 +36,13 @@ pub struct Target<'a> {
 }
 
 impl<'a> Target<'a> {
+    /// Given to another owner or group, so it must be reachable by them: the
+    /// directories on the way get search permission for all (o+x, never
+    /// read: the names stay unlisted; the file's own mode guards it).
+    pub fn shared(&self) -> bool {
+        self.uid.is_some() || self.gid.is_some()
+    }
+
     /// A file an operator names (`get --output`): mode 0600, owned by the
     /// caller, new directories 0700, on any filesystem (with a warning).
     pub fn operator_file(path: PathBuf, data: &'a [u8]) -> Target<'a> {
@@ -122,10 +129,6 @@ impl Staging {
             Some(d) if !d.as_os_str().is_empty() => d,
             _ => Path::new("."),
         };
-        // A file given to another owner or group must be reachable by it:
-        // the directories on the way get search permission for all (o+x,
-        // never read: the names stay unlisted; the file's own mode guards it).
-        let shared = t.uid.is_some() || t.gid.is_some();
         let known = self
             .dirs
             .iter()
@@ -133,11 +136,11 @@ impl Staging {
         let prepared = match known {
             Some(i) => &mut self.dirs[i],
             None => {
-                self.dirs.push(prepare(t, dir, shared)?);
+                self.dirs.push(prepare(t, dir)?);
                 self.dirs.last_mut().expect("just pushed")
             }
         };
-        if shared && !prepared.searchable {
+        if t.shared() && !prepared.searchable {
             searchable(dir)?;
             prepared.searchable = true;
         }

@@ -42,13 +42,24 @@ pub(super) fn leftovers(dir: &Path) -> Vec<OsString> {
                 .to_str()
                 .and_then(|n| n.strip_prefix('.'))
                 .and_then(|n| n.rsplit_once(".cvm-attest-"))
-                .and_then(|(_, rest)| rest.strip_prefix("new-").or(rest.strip_prefix("old-")))
-                .and_then(|p| p.parse::<u32>().ok());
+                .and_then(|(_, copy)| copy_pid(copy));
             pid.is_some_and(|pid| {
                 pid != std::process::id() && !Path::new("/proc").join(pid.to_string()).exists()
             })
         })
         .collect()
+}
+
+/// The PID in what follows `.NAME.cvm-attest-` in a [`hidden`] name:
+/// `new-PID` or `old-PID`, and nothing else.
+fn copy_pid(copy: &str) -> Option<u32> {
+    let pid = copy
+        .strip_prefix("new-")
+        .or_else(|| copy.strip_prefix("old-"))?;
+    pid.bytes()
+        .all(|b| b.is_ascii_digit())
+        .then(|| pid.parse().ok())
+        .flatten()
 }
 
 /// Removes `target`'s copies among `leftovers` (from [`leftovers`] of its
@@ -62,9 +73,16 @@ pub(super) fn remove_stale(target: &Path, wipe_shared: bool, leftovers: &[OsStri
         return;
     };
     let prefix = format!(".{}.cvm-attest-", name.to_string_lossy());
+    // Exactly `.NAME.cvm-attest-new-PID` (or `old-`): a longer NAME with
+    // the same beginning (`NAME.cvm-attest-x`) is another target's.
     let mut mine = leftovers
         .iter()
-        .filter(|n| n.to_str().is_some_and(|n| n.starts_with(&prefix)))
+        .filter(|n| {
+            n.to_str()
+                .and_then(|n| n.strip_prefix(&prefix))
+                .and_then(copy_pid)
+                .is_some()
+        })
         .peekable();
     if mine.peek().is_none() {
         return;
@@ -164,4 +182,43 @@ pub(super) fn zero(writer: &mut File, path: &Path) -> Result<()> {
         left -= n as u64;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Each target removes only its own copies: `k` does not take those of
+    /// `k.cvm-attest-x`, whose name begins like `k`'s, nor a live process's.
+    #[test]
+    fn only_a_targets_own_copies_of_dead_runs_are_removed() {
+        let dir = std::env::temp_dir().join(format!("cvm-attest-stale-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).unwrap();
+        let names = [
+            ".k.cvm-attest-old-99999999",
+            ".k.cvm-attest-new-99999998",
+            ".k.cvm-attest-x.cvm-attest-old-99999997",
+            ".k.cvm-attest-new-1",
+            ".k.cvm-attest-new-9x",
+        ];
+        for name in names {
+            fs::write(dir.join(name), b"copy").unwrap();
+        }
+        remove_stale(&dir.join("k"), true, &leftovers(&dir));
+        let mut left: Vec<String> = fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        left.sort();
+        fs::remove_dir_all(&dir).unwrap();
+        assert_eq!(
+            left,
+            [
+                ".k.cvm-attest-new-1",
+                ".k.cvm-attest-new-9x",
+                ".k.cvm-attest-x.cvm-attest-old-99999997",
+            ]
+        );
+    }
 }
