@@ -3,13 +3,24 @@
 //! real directories, created on the way, searchable by a secret's owner, and
 //! read for a killed run's leftovers, each once per delivery
 //! ([`super::file::Staging`]).
+//!
+//! A directory is opened once, and every file operation after that is
+//! relative to it (`openat`, `renameat`, `linkat`, `unlinkat`). Below
+//! `/run`, where the agent's own sinks live, the directories are opened one
+//! at a time without following a symlink: a user who owns one of them (a
+//! service's runtime directory) cannot swap a part of the way for a symlink
+//! between the check and the write.
 
-use std::ffi::OsString;
-use std::fs::{self, Permissions};
+use std::ffi::{OsStr, OsString};
+use std::fs::{self, File, Permissions};
+use std::io;
+use std::os::fd::OwnedFd;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
-use std::path::{Path, PathBuf};
+use std::path::{Component, Path, PathBuf};
 
-use anyhow::{bail, Context, Result};
+use anyhow::{anyhow, bail, Context, Result};
+use rustix::fs::{AtFlags, Mode, OFlags};
+use rustix::io::Errno;
 
 use super::file::Target;
 use super::wipe::leftovers;
@@ -19,21 +30,10 @@ const RAMFS_MAGIC: i64 = 0x8584_58f6;
 
 /// The filesystem type of `dir`, from statfs(2).
 pub fn fs_magic(dir: &Path) -> Result<i64> {
-    let c_path =
-        std::ffi::CString::new(dir.as_os_str().as_encoded_bytes()).context("path contains NUL")?;
-    let mut st = std::mem::MaybeUninit::<libc::statfs>::uninit();
-    // SAFETY: c_path is NUL-terminated and st points to writable memory the
-    // size of a statfs, which the kernel fills completely on success.
-    let rc = unsafe { libc::statfs(c_path.as_ptr(), st.as_mut_ptr()) };
-    if rc != 0 {
-        return Err(std::io::Error::last_os_error())
-            .with_context(|| format!("statfs {}", dir.display()));
-    }
-    // SAFETY: statfs returned 0, so st is initialized.
-    let f_type = unsafe { st.assume_init() }.f_type;
+    let st = rustix::fs::statfs(dir).with_context(|| format!("statfs {}", dir.display()))?;
     // f_type is i64 here but a narrower integer on some targets.
     #[allow(clippy::unnecessary_cast)]
-    Ok(f_type as i64)
+    Ok(st.f_type as i64)
 }
 
 pub fn memory_backed(dir: &Path) -> Result<bool> {
@@ -61,30 +61,167 @@ pub fn reachable(path: &Path) -> Result<()> {
     }
 }
 
-/// Refuses a symlink among the directories from `/run` down to `dir`: one
-/// placed in a directory another user owns (a service's runtime directory)
-/// would send the secret, chowned to its owner, wherever it points.
-fn no_symlink_on_the_way(dir: &Path) -> Result<()> {
-    let run = crate::root::path("/run");
-    for d in dir.ancestors().take_while(|d| d.starts_with(&run)) {
-        if fs::symlink_metadata(d).is_ok_and(|m| m.file_type().is_symlink()) {
-            bail!(
+/// An open directory: files are named relative to it, never through the
+/// path it was opened by, which only names them in messages.
+pub(super) struct Dir {
+    fd: OwnedFd,
+    path: PathBuf,
+}
+
+impl Dir {
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// `name` in this directory, for messages.
+    pub fn shown(&self, name: &OsStr) -> PathBuf {
+        self.path.join(name)
+    }
+
+    pub fn try_clone(&self) -> io::Result<Dir> {
+        Ok(Dir {
+            fd: self.fd.try_clone()?,
+            path: self.path.clone(),
+        })
+    }
+
+    /// The metadata of `name` itself (a symlink is not followed).
+    pub fn meta(&self, name: &OsStr) -> io::Result<fs::Metadata> {
+        let flags = OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+        File::from(rustix::fs::openat(&self.fd, name, flags, Mode::empty())?).metadata()
+    }
+
+    /// Opens `name` with `flags`, never through a symlink.
+    pub fn open(&self, name: &OsStr, flags: OFlags, mode: u32) -> io::Result<File> {
+        let flags = flags | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+        let fd = rustix::fs::openat(&self.fd, name, flags, Mode::from_raw_mode(mode))?;
+        Ok(File::from(fd))
+    }
+
+    /// A second name `to` for the file `from` (neither followed).
+    pub fn link(&self, from: &OsStr, to: &OsStr) -> io::Result<()> {
+        Ok(rustix::fs::linkat(
+            &self.fd,
+            from,
+            &self.fd,
+            to,
+            AtFlags::empty(),
+        )?)
+    }
+
+    pub fn rename(&self, from: &OsStr, to: &OsStr) -> io::Result<()> {
+        Ok(rustix::fs::renameat(&self.fd, from, &self.fd, to)?)
+    }
+
+    pub fn unlink(&self, name: &OsStr) -> io::Result<()> {
+        Ok(rustix::fs::unlinkat(&self.fd, name, AtFlags::empty())?)
+    }
+
+    /// The directory's own metadata.
+    pub fn own_meta(&self) -> io::Result<fs::Metadata> {
+        File::from(self.fd.try_clone()?).metadata()
+    }
+
+    fn memory_backed(&self) -> io::Result<bool> {
+        let st = rustix::fs::fstatfs(&self.fd)?;
+        #[allow(clippy::unnecessary_cast)]
+        Ok(matches!(st.f_type as i64, TMPFS_MAGIC | RAMFS_MAGIC))
+    }
+
+    /// The names in the directory.
+    pub fn names(&self) -> io::Result<Vec<OsString>> {
+        use std::os::unix::ffi::OsStrExt;
+        let mut names = Vec::new();
+        for entry in rustix::fs::Dir::read_from(&self.fd)? {
+            let name = entry?.file_name().to_bytes().to_vec();
+            if name != b"." && name != b".." {
+                names.push(OsStr::from_bytes(&name).to_owned());
+            }
+        }
+        Ok(names)
+    }
+}
+
+/// Opens directory `name` in `parent` without following a symlink;
+/// `path` names it in messages.
+fn open_below(parent: &OwnedFd, name: &OsStr, path: &Path) -> Result<OwnedFd> {
+    let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+    rustix::fs::openat(parent, name, flags, Mode::empty()).map_err(|e| {
+        let symlink = rustix::fs::statat(parent, name, AtFlags::SYMLINK_NOFOLLOW)
+            .is_ok_and(|st| st.st_mode & libc::S_IFMT == libc::S_IFLNK);
+        match e {
+            _ if symlink => anyhow!(
                 "{} is a symlink; secrets are delivered only through real directories: name \
                  the directory it points to",
-                d.display()
-            );
+                path.display()
+            ),
+            Errno::NOTDIR => anyhow!("{} is not a directory", path.display()),
+            e => anyhow!(io::Error::from(e)).context(format!("open {}", path.display())),
         }
+    })
+}
+
+/// Opens `dir`, creating what is missing with `mode` (`create`). Below
+/// `/run` (`no_symlinks`), one directory at a time, never through a symlink;
+/// elsewhere an operator named it, symlinks and all.
+pub(super) fn open_dir(dir: &Path, mode: u32, create: bool, no_symlinks: bool) -> Result<Dir> {
+    let run = crate::root::path("/run");
+    let below = dir.strip_prefix(&run).ok().filter(|_| no_symlinks);
+    let Some(below) = below else {
+        if create {
+            fs::DirBuilder::new()
+                .recursive(true)
+                .mode(mode)
+                .create(dir)
+                .with_context(|| format!("create directory {}", dir.display()))?;
+        }
+        let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC;
+        let fd = rustix::fs::open(dir, flags, Mode::empty())
+            .map_err(io::Error::from)
+            .with_context(|| format!("open directory {}", dir.display()))?;
+        return Ok(Dir {
+            fd,
+            path: dir.to_owned(),
+        });
+    };
+    let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC;
+    let mut fd = rustix::fs::open(&run, flags, Mode::empty())
+        .map_err(io::Error::from)
+        .with_context(|| format!("open directory {}", run.display()))?;
+    let mut walked = run.clone();
+    for part in below.components() {
+        let Component::Normal(name) = part else {
+            bail!("{} names a directory through '..' or '.'", dir.display());
+        };
+        walked.push(name);
+        if create {
+            match rustix::fs::mkdirat(&fd, name, Mode::from_raw_mode(mode)) {
+                Ok(()) | Err(Errno::EXIST) => {}
+                Err(e) => {
+                    return Err(io::Error::from(e))
+                        .with_context(|| format!("create directory {}", walked.display()))
+                }
+            }
+        }
+        fd = open_below(&fd, name, &walked)?;
     }
-    Ok(())
+    Ok(Dir {
+        fd,
+        path: dir.to_owned(),
+    })
 }
 
 /// Gives `dir` and every directory above it search permission for all:
 /// `RuntimeDirectoryMode=0700` or an older run's mode would keep another
 /// owner out. A directory root does not own is someone else's to open: left
-/// alone, with a warning.
-pub(super) fn searchable(dir: &Path) -> Result<()> {
+/// alone, with a warning. Each is changed through a descriptor opened as
+/// for the delivery, so a symlink swapped in cannot redirect the change.
+pub(super) fn searchable(dir: &Path, no_symlinks: bool) -> Result<()> {
     for d in dir.ancestors().filter(|d| !d.as_os_str().is_empty()) {
-        let meta = fs::metadata(d).with_context(|| format!("stat {}", d.display()))?;
+        let open = open_dir(d, 0, false, no_symlinks)?;
+        let meta = open
+            .own_meta()
+            .with_context(|| format!("stat {}", d.display()))?;
         let mode = meta.mode() & 0o7777;
         if mode & 0o001 != 0 {
             continue;
@@ -97,7 +234,8 @@ pub(super) fn searchable(dir: &Path) -> Result<()> {
             );
             break;
         }
-        fs::set_permissions(d, Permissions::from_mode(mode | 0o111))
+        File::from(open.fd)
+            .set_permissions(Permissions::from_mode(mode | 0o111))
             .with_context(|| format!("let the secret's owner search {}", d.display()))?;
         log::info!(
             "{}: mode {:04o} -> {:04o}, so that the secret's owner can reach it",
@@ -111,29 +249,25 @@ pub(super) fn searchable(dir: &Path) -> Result<()> {
 
 /// A directory ready for files: its checks passed, its leftovers listed.
 pub(super) struct Prepared {
-    pub dir: PathBuf,
+    pub dir: Dir,
     pub memory_only: bool,
     pub searchable: bool,
     pub leftovers: Vec<OsString>,
 }
 
-/// Checks `dir` for `t`, creating it on the way; see [`super::file::Staging::stage`].
+/// Opens `dir` for `t`, creating it on the way; see [`super::file::Staging::stage`].
 pub(super) fn prepare(t: &Target<'_>, dir: &Path) -> Result<Prepared> {
-    if t.memory_only {
-        no_symlink_on_the_way(dir)?;
-    }
     reachable(&t.path)?;
     let dir_mode = if t.shared() {
         t.dir_mode | 0o111
     } else {
         t.dir_mode
     };
-    fs::DirBuilder::new()
-        .recursive(true)
-        .mode(dir_mode)
-        .create(dir)
-        .with_context(|| format!("create directory {}", dir.display()))?;
-    if !memory_backed(dir)? {
+    let open = open_dir(dir, dir_mode, true, t.memory_only)?;
+    if !open
+        .memory_backed()
+        .with_context(|| format!("statfs {}", dir.display()))?
+    {
         if t.memory_only {
             bail!("refusing to write a secret to {}: it is not on tmpfs or ramfs (secrets never go to persistent storage)", dir.display());
         }
@@ -142,10 +276,11 @@ pub(super) fn prepare(t: &Target<'_>, dir: &Path) -> Result<Prepared> {
             dir.display()
         );
     }
+    let leftovers = leftovers(&open);
     Ok(Prepared {
-        dir: dir.to_owned(),
+        dir: open,
         memory_only: t.memory_only,
         searchable: false,
-        leftovers: leftovers(dir),
+        leftovers,
     })
 }

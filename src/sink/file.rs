@@ -10,15 +10,18 @@
 //! later step fails. A target that already holds the same bytes, mode and
 //! owner is left alone: a re-run with the same content changes nothing.
 
-use std::fs::{self, File, OpenOptions, Permissions};
-use std::io::Write;
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::ffi::{OsStr, OsString};
+use std::fs::{self, File, Permissions};
+use std::io::{Read, Write};
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use zeroize::Zeroizing;
 
-use super::dir::{prepare, searchable, Prepared};
+use rustix::fs::OFlags;
+
+use super::dir::{prepare, searchable, Dir, Prepared};
 use super::wipe::{hidden, open_to_wipe, remove_stale, wipe, zero};
 
 /// A file to put in place.
@@ -66,9 +69,11 @@ pub fn undo_all<'s>(staged: impl DoubleEndedIterator<Item = &'s mut Staged>) -> 
 
 /// A staged file: written, not yet in place. Removed on drop unless committed.
 pub struct Staged {
-    temp: Option<PathBuf>,
-    target: PathBuf,
-    backup: Option<PathBuf>,
+    /// The target's directory; every name below is in it.
+    dir: Dir,
+    name: OsString,
+    temp: Option<OsString>,
+    backup: Option<OsString>,
     committed: bool,
     /// Wipe the replaced file even when it has other names: true for the
     /// agent's own sinks; for `get --output` the other names are the user's.
@@ -77,10 +82,10 @@ pub struct Staged {
 
 /// The owner and group a file created in `dir` gets: the process's, or the
 /// directory's group when it is set-group-ID.
-fn new_file_owner(dir: &Path) -> (u32, u32) {
+fn new_file_owner(dir: &Dir) -> (u32, u32) {
     // SAFETY: geteuid and getegid always succeed and touch no memory.
     let (uid, gid) = unsafe { (libc::geteuid(), libc::getegid()) };
-    match fs::metadata(dir) {
+    match dir.own_meta() {
         Ok(m) if m.mode() & libc::S_ISGID != 0 => (uid, m.gid()),
         _ => (uid, gid),
     }
@@ -89,17 +94,23 @@ fn new_file_owner(dir: &Path) -> (u32, u32) {
 /// Whether the target holds these bytes with this mode and owner already.
 /// Without an owner or group configured, the file must have those a new
 /// file would get: one an earlier configuration gave away is taken back.
-fn unchanged(t: &Target<'_>, dir: &Path) -> bool {
-    let Ok(meta) = fs::symlink_metadata(&t.path) else {
+fn unchanged(t: &Target<'_>, dir: &Dir, name: &OsStr) -> bool {
+    let Ok(meta) = dir.meta(name) else {
         return false;
     };
     let (uid, gid) = new_file_owner(dir);
+    let same_bytes = || {
+        let mut old = Zeroizing::new(Vec::with_capacity(t.data.len()));
+        dir.open(name, OFlags::RDONLY | OFlags::NONBLOCK, 0)
+            .and_then(|mut f| f.read_to_end(&mut old))
+            .is_ok_and(|_| old.as_slice() == t.data)
+    };
     meta.is_file()
         && meta.mode() & 0o7777 == t.mode
         && t.uid.unwrap_or(uid) == meta.uid()
         && t.gid.unwrap_or(gid) == meta.gid()
         && meta.len() == t.data.len() as u64
-        && fs::read(&t.path).is_ok_and(|old| Zeroizing::new(old).as_slice() == t.data)
+        && same_bytes()
 }
 
 /// Refuses a `path` that exists and is not a regular file: delivery renames
@@ -107,12 +118,20 @@ fn unchanged(t: &Target<'_>, dir: &Path) -> bool {
 /// fail the rename), never written through. `what_to_do` ends the message.
 pub fn replaceable(path: &Path, what_to_do: &str) -> Result<()> {
     match fs::symlink_metadata(path) {
-        Ok(meta) if !meta.is_file() => bail!(
+        Ok(meta) => regular(&meta, path, what_to_do),
+        Err(_) => Ok(()),
+    }
+}
+
+/// [`replaceable`] for metadata already read: `path` names it.
+pub(super) fn regular(meta: &fs::Metadata, path: &Path, what_to_do: &str) -> Result<()> {
+    if !meta.is_file() {
+        bail!(
             "{} is not a regular file (a symlink, directory, device or pipe); {what_to_do}",
             path.display()
-        ),
-        _ => Ok(()),
+        );
     }
+    Ok(())
 }
 
 /// Stages the files of one delivery. Each directory is checked, created and
@@ -129,10 +148,14 @@ impl Staging {
             Some(d) if !d.as_os_str().is_empty() => d,
             _ => Path::new("."),
         };
+        let name = t
+            .path
+            .file_name()
+            .with_context(|| format!("{} names no file", t.path.display()))?;
         let known = self
             .dirs
             .iter()
-            .position(|p| p.dir == dir && p.memory_only == t.memory_only);
+            .position(|p| p.dir.path() == dir && p.memory_only == t.memory_only);
         let prepared = match known {
             Some(i) => &mut self.dirs[i],
             None => {
@@ -141,35 +164,40 @@ impl Staging {
             }
         };
         if t.shared() && !prepared.searchable {
-            searchable(dir)?;
+            searchable(dir, t.memory_only)?;
             prepared.searchable = true;
         }
-        replaceable(&t.path, "remove it, or name another path")?;
-        remove_stale(&t.path, t.memory_only, &prepared.leftovers);
-        stage_file(t, dir)
+        if let Ok(meta) = prepared.dir.meta(name) {
+            regular(&meta, &t.path, "remove it, or name another path")?;
+        }
+        remove_stale(&prepared.dir, name, t.memory_only, &prepared.leftovers);
+        let dir = prepared
+            .dir
+            .try_clone()
+            .with_context(|| format!("open {}", dir.display()))?;
+        stage_file(t, dir, name)
     }
 }
 
 /// Writes `t`'s temporary file in its prepared directory `dir`.
-fn stage_file(t: &Target<'_>, dir: &Path) -> Result<Staged> {
-    if unchanged(t, dir) {
+fn stage_file(t: &Target<'_>, dir: Dir, name: &OsStr) -> Result<Staged> {
+    let mut staged = Staged {
+        dir,
+        name: name.to_owned(),
+        temp: None,
+        backup: None,
+        committed: false,
+        wipe_shared: t.memory_only,
+    };
+    if unchanged(t, &staged.dir, name) {
         log::debug!("{} already holds this secret", t.path.display());
-        return Ok(Staged {
-            temp: None,
-            target: t.path.clone(),
-            backup: None,
-            committed: false,
-            wipe_shared: t.memory_only,
-        });
+        return Ok(staged);
     }
-    let temp = hidden(&t.path, "new")?;
-    let _ = wipe(&temp);
-    let write = || -> std::io::Result<()> {
-        let mut file: File = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(t.mode)
-            .open(&temp)?;
+    let temp = hidden(name, "new");
+    let _ = wipe(&staged.dir, &temp);
+    let write = |dir: &Dir| -> std::io::Result<()> {
+        let flags = OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL;
+        let mut file: File = dir.open(&temp, flags, t.mode)?;
         // The umask may have narrowed the mode; the final mode is exact.
         file.set_permissions(Permissions::from_mode(t.mode))?;
         // Only when it changes anything: the hardened unit's seccomp filter
@@ -187,22 +215,18 @@ fn stage_file(t: &Target<'_>, dir: &Path) -> Result<Staged> {
         }
         file.write_all(t.data)
     };
-    if let Err(e) = write() {
-        let _ = wipe(&temp);
+    if let Err(e) = write(&staged.dir) {
+        let _ = wipe(&staged.dir, &temp);
         return Err(e).with_context(|| format!("write {}", t.path.display()));
     }
-    Ok(Staged {
-        temp: Some(temp),
-        target: t.path.clone(),
-        backup: None,
-        committed: false,
-        wipe_shared: t.memory_only,
-    })
+    staged.temp = Some(temp);
+    Ok(staged)
 }
 
 impl Staged {
-    pub fn target(&self) -> &Path {
-        &self.target
+    /// The target's path.
+    pub fn target(&self) -> PathBuf {
+        self.dir.shown(&self.name)
     }
 
     /// Whether committing changes anything.
@@ -215,20 +239,21 @@ impl Staged {
         let Some(temp) = &self.temp else {
             return Ok(());
         };
-        if fs::symlink_metadata(&self.target).is_ok() {
-            let backup = hidden(&self.target, "old")?;
-            let _ = fs::remove_file(&backup);
-            fs::hard_link(&self.target, &backup)
-                .with_context(|| format!("keep the previous {}", self.target.display()))?;
+        if self.dir.meta(&self.name).is_ok() {
+            let backup = hidden(&self.name, "old");
+            let _ = self.dir.unlink(&backup);
+            self.dir
+                .link(&self.name, &backup)
+                .with_context(|| format!("keep the previous {}", self.target().display()))?;
             self.backup = Some(backup);
         }
-        if let Err(e) = fs::rename(temp, &self.target) {
+        if let Err(e) = self.dir.rename(temp, &self.name) {
             // Not wiped: the backup is a second name of the target in place.
             if let Some(backup) = self.backup.take() {
-                let _ = fs::remove_file(backup);
+                let _ = self.dir.unlink(&backup);
             }
             return Err(e).with_context(|| {
-                format!("move the secret into place at {}", self.target.display())
+                format!("move the secret into place at {}", self.target().display())
             });
         }
         self.committed = true;
@@ -243,10 +268,10 @@ impl Staged {
         }
         let result = match &self.backup {
             Some(backup) => self.put_back(backup),
-            None => wipe(&self.target).map(|_| ()),
+            None => wipe(&self.dir, &self.name).map(|_| ()),
         };
         if let Err(e) = &result {
-            log::error!("restore {}: {e:#}", self.target.display());
+            log::error!("restore {}: {e:#}", self.target().display());
         }
         self.committed = false;
         self.backup = None;
@@ -255,12 +280,14 @@ impl Staged {
 
     /// Renames the backup over the new file, which is wiped through a
     /// descriptor opened before: it needs no second name meanwhile.
-    fn put_back(&self, backup: &Path) -> Result<()> {
-        let writer = open_to_wipe(&self.target);
-        fs::rename(backup, &self.target)
-            .with_context(|| format!("put back the previous {}", self.target.display()))?;
+    fn put_back(&self, backup: &OsStr) -> Result<()> {
+        let target = self.target();
+        let writer = open_to_wipe(&self.dir, &self.name);
+        self.dir
+            .rename(backup, &self.name)
+            .with_context(|| format!("put back the previous {}", target.display()))?;
         match writer {
-            Ok(mut writer) => zero(&mut writer, &self.target)?,
+            Ok(mut writer) => zero(&mut writer, &target)?,
             Err(e) => log::warn!("{e:#}; the new file is dropped without being wiped"),
         }
         Ok(())
@@ -270,14 +297,14 @@ impl Staged {
     /// succeeded.
     pub fn finish(mut self) {
         if let Some(backup) = self.backup.take() {
-            let shared = fs::metadata(&backup).is_ok_and(|m| m.nlink() > 1);
+            let shared = self.dir.meta(&backup).is_ok_and(|m| m.nlink() > 1);
             let result = if shared && !self.wipe_shared {
-                fs::remove_file(&backup).map_err(anyhow::Error::from)
+                self.dir.unlink(&backup).map_err(anyhow::Error::from)
             } else {
-                wipe(&backup).map(|_| ())
+                wipe(&self.dir, &backup).map(|_| ())
             };
             if let Err(e) = result {
-                log::warn!("remove {}: {e:#}", backup.display());
+                log::warn!("remove {}: {e:#}", self.dir.shown(&backup).display());
             }
         }
         self.committed = false;
@@ -289,7 +316,7 @@ impl Drop for Staged {
     fn drop(&mut self) {
         if let Some(temp) = &self.temp {
             if !self.committed {
-                let _ = wipe(temp);
+                let _ = wipe(&self.dir, temp);
             }
         }
     }
@@ -298,7 +325,6 @@ impl Drop for Staged {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::io::Read;
 
     /// Undo puts the previous file back and zeroes the new one: a reader
     /// that opened it meanwhile finds zeros, not the secret.
@@ -324,5 +350,29 @@ mod tests {
         assert_eq!(seen, vec![0u8; b"the new secret".len()]);
         assert_eq!(restored, b"previous");
         assert_eq!(left, 1, "no other copy is left");
+    }
+
+    /// The directory is held open from staging to commit: swapped for a
+    /// symlink in between, the secret still lands in the directory that was
+    /// checked, never where the symlink points.
+    #[test]
+    fn a_directory_swapped_for_a_symlink_after_staging_is_not_followed() {
+        let base = std::env::temp_dir().join(format!("cvm-attest-swap-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&base);
+        let (real, moved, elsewhere) = (base.join("d"), base.join("moved"), base.join("elsewhere"));
+        fs::create_dir_all(&real).unwrap();
+        fs::create_dir_all(&elsewhere).unwrap();
+        let target = Target::operator_file(real.join("k"), b"secret");
+        let mut staged = Staging::default().stage(&target).unwrap();
+        fs::rename(&real, &moved).unwrap();
+        std::os::unix::fs::symlink(&elsewhere, &real).unwrap();
+        let committed = staged.commit();
+        staged.finish();
+        let landed = fs::read(moved.join("k"));
+        let leaked = fs::read_dir(&elsewhere).unwrap().count();
+        fs::remove_dir_all(&base).unwrap();
+        committed.unwrap();
+        assert_eq!(landed.unwrap(), b"secret");
+        assert_eq!(leaked, 0, "nothing went where the symlink points");
     }
 }

@@ -76,10 +76,21 @@ pub fn forget_open(layout: &Layout, secrets: &[Secret]) -> (BTreeSet<String>, us
     let mut failed = 0;
     for volume in volumes.into_iter().filter(|v| open.contains(*v)) {
         let path = layout.cryptsetup_key(volume);
+        let (Some(parent), Some(name)) = (path.parent(), path.file_name()) else {
+            continue;
+        };
+        let dir = match super::dir::open_dir(parent, 0, false, true) {
+            Ok(dir) => dir,
+            // No directory, no key file to wipe.
+            Err(_) if !parent.exists() => continue,
+            Err(e) => {
+                log::warn!("volume '{volume}' is open, but its key file stays: {e:#}");
+                failed += 1;
+                continue;
+            }
+        };
         // Copies a run killed mid-delivery left beside it, too.
-        if let Some(dir) = path.parent() {
-            super::wipe::remove_stale(&path, true, &super::wipe::leftovers(dir));
-        }
+        super::wipe::remove_stale(&dir, name, true, &super::wipe::leftovers(&dir));
         if let Some(other) = waiting.get(&path) {
             log::info!(
                 "volume '{volume}' is open, but crypttab names {} as the key file of '{other}', \
@@ -88,7 +99,7 @@ pub fn forget_open(layout: &Layout, secrets: &[Secret]) -> (BTreeSet<String>, us
             );
             continue;
         }
-        match super::wipe::wipe(&path) {
+        match super::wipe::wipe(&dir, name) {
             Ok(true) => log::info!(
                 "volume '{volume}' is open: wiped and removed {}",
                 path.display()

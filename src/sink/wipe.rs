@@ -2,41 +2,42 @@
 //! Dropping a copy of a secret: overwritten with zeros in place (tmpfs keeps
 //! the same pages), then removed. The file a delivery replaces, a temporary
 //! file of a failed one, the copies a killed run left beside a target, and
-//! the key files of open volumes all go this way.
+//! the key files of open volumes all go this way, each named in its open
+//! directory ([`Dir`]), never through a path.
 
-use std::ffi::OsString;
-use std::fs::{self, File, OpenOptions, Permissions};
+use std::ffi::{OsStr, OsString};
+use std::fs::{File, Permissions};
 use std::io::Write;
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
-use std::path::{Path, PathBuf};
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::Path;
 
 use anyhow::{Context, Result};
+use rustix::fs::OFlags;
+
+use super::dir::Dir;
 
 /// Zeros written per call: a large file is not held in memory whole.
 const CHUNK: usize = 64 << 10;
 
-/// The hidden name beside `target` for this process's `new` (temporary) or
-/// `old` (backup) copy: `.NAME.cvm-attest-new-PID`.
-pub(super) fn hidden(target: &Path, suffix: &str) -> Result<PathBuf> {
-    let name = target
-        .file_name()
-        .with_context(|| format!("{} names no file", target.display()))?;
-    Ok(target.with_file_name(format!(
+/// The hidden name beside file `name` for this process's `new` (temporary)
+/// or `old` (backup) copy: `.NAME.cvm-attest-new-PID`.
+pub(super) fn hidden(name: &OsStr, suffix: &str) -> OsString {
+    format!(
         ".{}.cvm-attest-{suffix}-{}",
         name.to_string_lossy(),
         std::process::id()
-    )))
+    )
+    .into()
 }
 
 /// The names in `dir` that killed runs left there: [`hidden`] copies whose
 /// process is gone. Read once per directory of a delivery.
-pub(super) fn leftovers(dir: &Path) -> Vec<OsString> {
-    let Ok(entries) = fs::read_dir(dir) else {
+pub(super) fn leftovers(dir: &Dir) -> Vec<OsString> {
+    let Ok(names) = dir.names() else {
         return Vec::new();
     };
-    entries
-        .flatten()
-        .map(|entry| entry.file_name())
+    names
+        .into_iter()
         .filter(|name| {
             let pid = name
                 .to_str()
@@ -68,10 +69,7 @@ fn copy_pid(copy: &str) -> Option<u32> {
 /// run was killed between the link and the rename) is only unlinked: wiping
 /// it would wipe the target. So is one with other names unless
 /// `wipe_shared` (for `get --output` they are the user's).
-pub(super) fn remove_stale(target: &Path, wipe_shared: bool, leftovers: &[OsString]) {
-    let (Some(dir), Some(name)) = (target.parent(), target.file_name()) else {
-        return;
-    };
+pub(super) fn remove_stale(dir: &Dir, name: &OsStr, wipe_shared: bool, leftovers: &[OsString]) {
     let prefix = format!(".{}.cvm-attest-", name.to_string_lossy());
     // Exactly `.NAME.cvm-attest-new-PID` (or `old-`): a longer NAME with
     // the same beginning (`NAME.cvm-attest-x`) is another target's.
@@ -87,19 +85,18 @@ pub(super) fn remove_stale(target: &Path, wipe_shared: bool, leftovers: &[OsStri
     if mine.peek().is_none() {
         return;
     }
-    let live = fs::symlink_metadata(target)
-        .ok()
-        .map(|m| (m.dev(), m.ino()));
+    let live = dir.meta(name).ok().map(|m| (m.dev(), m.ino()));
     for file_name in mine {
-        let path = dir.join(file_name);
-        let keep_pages = fs::symlink_metadata(&path)
+        let path = dir.shown(file_name);
+        let keep_pages = dir
+            .meta(file_name)
             .is_ok_and(|m| Some((m.dev(), m.ino())) == live || (!wipe_shared && m.nlink() > 1));
         let result = if keep_pages {
-            fs::remove_file(&path)
+            dir.unlink(file_name)
                 .map(|()| true)
                 .map_err(anyhow::Error::from)
         } else {
-            wipe(&path)
+            wipe(dir, file_name)
         };
         match result {
             Ok(true) => log::info!("removed {}, left by an earlier run", path.display()),
@@ -113,34 +110,34 @@ pub(super) fn remove_stale(target: &Path, wipe_shared: bool, leftovers: &[OsStri
 /// `Ok(false)`: there was no such file. One that cannot be overwritten
 /// (another owner's 0400 file, and no CAP_DAC_OVERRIDE) is removed all the
 /// same, with a warning.
-pub(super) fn wipe(path: &Path) -> Result<bool> {
-    match fs::symlink_metadata(path) {
+pub(super) fn wipe(dir: &Dir, name: &OsStr) -> Result<bool> {
+    let path = dir.shown(name);
+    match dir.meta(name) {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
         Err(e) => return Err(e).with_context(|| format!("stat {}", path.display())),
-        Ok(_) => super::file::replaceable(path, "remove it by hand")?,
+        Ok(meta) => super::file::regular(&meta, &path, "remove it by hand")?,
     }
-    if let Err(e) = overwrite(path) {
+    if let Err(e) = open_to_wipe(dir, name).and_then(|mut w| zero(&mut w, &path)) {
         log::warn!("{e:#}; removing it without wiping it first");
     }
-    fs::remove_file(path).with_context(|| format!("remove {}", path.display()))?;
+    dir.unlink(name)
+        .with_context(|| format!("remove {}", path.display()))?;
     Ok(true)
-}
-
-fn overwrite(path: &Path) -> Result<()> {
-    zero(&mut open_to_wipe(path)?, path)
 }
 
 /// Opens a regular file to overwrite it. The units run as root without
 /// CAP_DAC_OVERRIDE and key files are 0400, so the file is opened for
 /// reading, made writable by its owner, and opened again for writing (the
 /// same inode, checked).
-pub(super) fn open_to_wipe(path: &Path) -> Result<File> {
+pub(super) fn open_to_wipe(dir: &Dir, name: &OsStr) -> Result<File> {
+    let path = dir.shown(name);
     let open = |write: bool| {
-        OpenOptions::new()
-            .read(!write)
-            .write(write)
-            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
-            .open(path)
+        let access = if write {
+            OFlags::WRONLY
+        } else {
+            OFlags::RDONLY
+        };
+        dir.open(name, access | OFlags::NONBLOCK, 0)
     };
     let file = open(false).with_context(|| format!("open {} to wipe it", path.display()))?;
     let meta = file
@@ -187,6 +184,7 @@ pub(super) fn zero(writer: &mut File, path: &Path) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::fs;
 
     /// Each target removes only its own copies: `k` does not take those of
     /// `k.cvm-attest-x`, whose name begins like `k`'s, nor a live process's.
@@ -205,7 +203,8 @@ mod tests {
         for name in names {
             fs::write(dir.join(name), b"copy").unwrap();
         }
-        remove_stale(&dir.join("k"), true, &leftovers(&dir));
+        let open = super::super::dir::open_dir(&dir, 0o700, false, false).unwrap();
+        remove_stale(&open, OsStr::new("k"), true, &leftovers(&open));
         let mut left: Vec<String> = fs::read_dir(&dir)
             .unwrap()
             .map(|e| e.unwrap().file_name().into_string().unwrap())
