@@ -591,6 +591,31 @@ fn a_symlink_on_the_way_to_a_sink_delivers_nothing() {
     assert_eq!(std::fs::read_dir(&elsewhere).unwrap().count(), 0);
 }
 
+/// A service's runtime directory that root may only search (0711, owned by
+/// the service's user; the units run without CAP_DAC_OVERRIDE): the agent
+/// goes through it to the sink's own directory, as a path would.
+#[test]
+fn a_sink_beyond_a_directory_root_may_only_search_is_delivered() {
+    let Some(m) = Machine::new("run-search-only", 1 << 20) else {
+        return;
+    };
+    let w = World::new("run-search-only", 1, |_| {});
+    m.write_sample_config(
+        &w.kbs.url(),
+        "[[secret]]\nname = \"app\"\nresource = \"default/key/k0\"\n  [[secret.file]]\n  path = \"/run/svc/tls/app.key\"\n",
+    );
+    let svc = m.path("run/svc");
+    std::fs::create_dir_all(svc.join("tls")).unwrap();
+    std::os::unix::fs::chown(&svc, Some(1000), Some(1000)).unwrap();
+    std::fs::set_permissions(&svc, std::fs::Permissions::from_mode(0o711)).unwrap();
+    let (out, _) = m.run(&[]);
+    assert_exit(&out, 0);
+    assert_eq!(
+        std::fs::read(svc.join("tls/app.key")).unwrap(),
+        w.secret("default/key/k0")
+    );
+}
+
 /// An optional secret that cannot be delivered is skipped with a warning;
 /// the required ones are delivered and the run succeeds.
 #[test]

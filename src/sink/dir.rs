@@ -4,12 +4,13 @@
 //! read for a killed run's leftovers, each once per delivery
 //! ([`super::file::Staging`]).
 //!
-//! A directory is opened once, and every file operation after that is
-//! relative to it (`openat`, `renameat`, `linkat`, `unlinkat`). Below
-//! `/run`, where the agent's own sinks live, the directories are opened one
-//! at a time without following a symlink: a user who owns one of them (a
-//! service's runtime directory) cannot swap a part of the way for a symlink
-//! between the check and the write.
+//! A directory is opened once (`O_PATH`: search permission is enough, as
+//! for a path), and every file operation after that is relative to it
+//! (`openat`, `renameat`, `linkat`, `unlinkat`). Below `/run`, where the
+//! agent's own sinks live, the directories are opened one at a time without
+//! following a symlink: a user who owns one of them (a service's runtime
+//! directory) cannot swap a part of the way for a symlink between the check
+//! and the write.
 
 use std::ffi::{OsStr, OsString};
 use std::fs::{self, File, Permissions};
@@ -17,6 +18,7 @@ use std::io;
 use std::os::fd::OwnedFd;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
 use std::path::{Component, Path, PathBuf};
+use std::rc::Rc;
 
 use anyhow::{anyhow, bail, Context, Result};
 use rustix::fs::{AtFlags, Mode, OFlags};
@@ -78,13 +80,6 @@ impl Dir {
         self.path.join(name)
     }
 
-    pub fn try_clone(&self) -> io::Result<Dir> {
-        Ok(Dir {
-            fd: self.fd.try_clone()?,
-            path: self.path.clone(),
-        })
-    }
-
     /// The metadata of `name` itself (a symlink is not followed).
     pub fn meta(&self, name: &OsStr) -> io::Result<fs::Metadata> {
         let flags = OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC;
@@ -128,11 +123,14 @@ impl Dir {
         Ok(matches!(st.f_type as i64, TMPFS_MAGIC | RAMFS_MAGIC))
     }
 
-    /// The names in the directory.
+    /// The names in the directory (which needs read permission on it).
     pub fn names(&self) -> io::Result<Vec<OsString>> {
         use std::os::unix::ffi::OsStrExt;
         let mut names = Vec::new();
-        for entry in rustix::fs::Dir::read_from(&self.fd)? {
+        // Not Dir::read_from: it would reopen "." as O_PATH, which lists nothing.
+        let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC;
+        let fd = rustix::fs::openat(&self.fd, ".", flags, Mode::empty())?;
+        for entry in rustix::fs::Dir::new(fd)? {
             let name = entry?.file_name().to_bytes().to_vec();
             if name != b"." && name != b".." {
                 names.push(OsStr::from_bytes(&name).to_owned());
@@ -142,19 +140,35 @@ impl Dir {
     }
 }
 
+/// Refuses a symlink among the directories from `/run` down to `dir`, by
+/// path: the message [`open_dir`] would give, before anything is created.
+fn no_symlink_on_the_way(dir: &Path) -> Result<()> {
+    let run = crate::root::path("/run");
+    for d in dir.ancestors().take_while(|d| d.starts_with(&run)) {
+        if fs::symlink_metadata(d).is_ok_and(|m| m.file_type().is_symlink()) {
+            bail!("{}", symlink_refused(d));
+        }
+    }
+    Ok(())
+}
+
+fn symlink_refused(path: &Path) -> String {
+    format!(
+        "{} is a symlink; secrets are delivered only through real directories: name the \
+         directory it points to",
+        path.display()
+    )
+}
+
 /// Opens directory `name` in `parent` without following a symlink;
 /// `path` names it in messages.
 fn open_below(parent: &OwnedFd, name: &OsStr, path: &Path) -> Result<OwnedFd> {
-    let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+    let flags = OFlags::PATH | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
     rustix::fs::openat(parent, name, flags, Mode::empty()).map_err(|e| {
         let symlink = rustix::fs::statat(parent, name, AtFlags::SYMLINK_NOFOLLOW)
             .is_ok_and(|st| st.st_mode & libc::S_IFMT == libc::S_IFLNK);
         match e {
-            _ if symlink => anyhow!(
-                "{} is a symlink; secrets are delivered only through real directories: name \
-                 the directory it points to",
-                path.display()
-            ),
+            _ if symlink => anyhow!(symlink_refused(path)),
             Errno::NOTDIR => anyhow!("{} is not a directory", path.display()),
             e => anyhow!(io::Error::from(e)).context(format!("open {}", path.display())),
         }
@@ -175,7 +189,7 @@ pub(super) fn open_dir(dir: &Path, mode: u32, create: bool, no_symlinks: bool) -
                 .create(dir)
                 .with_context(|| format!("create directory {}", dir.display()))?;
         }
-        let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC;
+        let flags = OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC;
         let fd = rustix::fs::open(dir, flags, Mode::empty())
             .map_err(io::Error::from)
             .with_context(|| format!("open directory {}", dir.display()))?;
@@ -184,14 +198,14 @@ pub(super) fn open_dir(dir: &Path, mode: u32, create: bool, no_symlinks: bool) -
             path: dir.to_owned(),
         });
     };
-    let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC;
+    let flags = OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC;
     let mut fd = rustix::fs::open(&run, flags, Mode::empty())
         .map_err(io::Error::from)
         .with_context(|| format!("open directory {}", run.display()))?;
     let mut walked = run.clone();
     for part in below.components() {
         let Component::Normal(name) = part else {
-            bail!("{} names a directory through '..' or '.'", dir.display());
+            bail!("{} names a directory through '..'", dir.display());
         };
         walked.push(name);
         if create {
@@ -214,8 +228,10 @@ pub(super) fn open_dir(dir: &Path, mode: u32, create: bool, no_symlinks: bool) -
 /// Gives `dir` and every directory above it search permission for all:
 /// `RuntimeDirectoryMode=0700` or an older run's mode would keep another
 /// owner out. A directory root does not own is someone else's to open: left
-/// alone, with a warning. Each is changed through a descriptor opened as
-/// for the delivery, so a symlink swapped in cannot redirect the change.
+/// alone, with a warning. Each is looked up as for the delivery (through no
+/// symlink below `/run`) and changed through the descriptor it was checked
+/// by; the owner of a directory above could still rename another of root's
+/// directories into its place, which would then get the o+x.
 pub(super) fn searchable(dir: &Path, no_symlinks: bool) -> Result<()> {
     for d in dir.ancestors().filter(|d| !d.as_os_str().is_empty()) {
         let open = open_dir(d, 0, false, no_symlinks)?;
@@ -234,8 +250,13 @@ pub(super) fn searchable(dir: &Path, no_symlinks: bool) -> Result<()> {
             );
             break;
         }
-        File::from(open.fd)
-            .set_permissions(Permissions::from_mode(mode | 0o111))
+        // fchmod needs more than the O_PATH descriptor: "." reopens the
+        // very directory it holds.
+        let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC;
+        rustix::fs::openat(&open.fd, ".", flags, Mode::empty())
+            .map(File::from)
+            .map_err(io::Error::from)
+            .and_then(|f| f.set_permissions(Permissions::from_mode(mode | 0o111)))
             .with_context(|| format!("let the secret's owner search {}", d.display()))?;
         log::info!(
             "{}: mode {:04o} -> {:04o}, so that the secret's owner can reach it",
@@ -249,7 +270,7 @@ pub(super) fn searchable(dir: &Path, no_symlinks: bool) -> Result<()> {
 
 /// A directory ready for files: its checks passed, its leftovers listed.
 pub(super) struct Prepared {
-    pub dir: Dir,
+    pub dir: Rc<Dir>,
     pub memory_only: bool,
     pub searchable: bool,
     pub leftovers: Vec<OsString>,
@@ -257,6 +278,10 @@ pub(super) struct Prepared {
 
 /// Opens `dir` for `t`, creating it on the way; see [`super::file::Staging::stage`].
 pub(super) fn prepare(t: &Target<'_>, dir: &Path) -> Result<Prepared> {
+    // By path first, for the plainer message; open_dir below is what holds.
+    if t.memory_only {
+        no_symlink_on_the_way(dir)?;
+    }
     reachable(&t.path)?;
     let dir_mode = if t.shared() {
         t.dir_mode | 0o111
@@ -278,7 +303,7 @@ pub(super) fn prepare(t: &Target<'_>, dir: &Path) -> Result<Prepared> {
     }
     let leftovers = leftovers(&open);
     Ok(Prepared {
-        dir: open,
+        dir: Rc::new(open),
         memory_only: t.memory_only,
         searchable: false,
         leftovers,

@@ -15,6 +15,7 @@ use std::fs::{self, File, Permissions};
 use std::io::{Read, Write};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::rc::Rc;
 
 use anyhow::{bail, Context, Result};
 use zeroize::Zeroizing;
@@ -70,7 +71,7 @@ pub fn undo_all<'s>(staged: impl DoubleEndedIterator<Item = &'s mut Staged>) -> 
 /// A staged file: written, not yet in place. Removed on drop unless committed.
 pub struct Staged {
     /// The target's directory; every name below is in it.
-    dir: Dir,
+    dir: Rc<Dir>,
     name: OsString,
     temp: Option<OsString>,
     backup: Option<OsString>,
@@ -101,8 +102,10 @@ fn unchanged(t: &Target<'_>, dir: &Dir, name: &OsStr) -> bool {
     let (uid, gid) = new_file_owner(dir);
     let same_bytes = || {
         let mut old = Zeroizing::new(Vec::with_capacity(t.data.len()));
+        // One byte more than expected tells a file that grew since.
+        let limit = t.data.len() as u64 + 1;
         dir.open(name, OFlags::RDONLY | OFlags::NONBLOCK, 0)
-            .and_then(|mut f| f.read_to_end(&mut old))
+            .and_then(|f| f.take(limit).read_to_end(&mut old))
             .is_ok_and(|_| old.as_slice() == t.data)
     };
     meta.is_file()
@@ -171,16 +174,12 @@ impl Staging {
             regular(&meta, &t.path, "remove it, or name another path")?;
         }
         remove_stale(&prepared.dir, name, t.memory_only, &prepared.leftovers);
-        let dir = prepared
-            .dir
-            .try_clone()
-            .with_context(|| format!("open {}", dir.display()))?;
-        stage_file(t, dir, name)
+        stage_file(t, Rc::clone(&prepared.dir), name)
     }
 }
 
 /// Writes `t`'s temporary file in its prepared directory `dir`.
-fn stage_file(t: &Target<'_>, dir: Dir, name: &OsStr) -> Result<Staged> {
+fn stage_file(t: &Target<'_>, dir: Rc<Dir>, name: &OsStr) -> Result<Staged> {
     let mut staged = Staged {
         dir,
         name: name.to_owned(),
@@ -354,7 +353,8 @@ mod tests {
 
     /// The directory is held open from staging to commit: swapped for a
     /// symlink in between, the secret still lands in the directory that was
-    /// checked, never where the symlink points.
+    /// checked (its previous file kept and then wiped there), never where
+    /// the symlink points.
     #[test]
     fn a_directory_swapped_for_a_symlink_after_staging_is_not_followed() {
         let base = std::env::temp_dir().join(format!("cvm-attest-swap-{}", std::process::id()));
@@ -362,6 +362,7 @@ mod tests {
         let (real, moved, elsewhere) = (base.join("d"), base.join("moved"), base.join("elsewhere"));
         fs::create_dir_all(&real).unwrap();
         fs::create_dir_all(&elsewhere).unwrap();
+        fs::write(real.join("k"), b"previous").unwrap();
         let target = Target::operator_file(real.join("k"), b"secret");
         let mut staged = Staging::default().stage(&target).unwrap();
         fs::rename(&real, &moved).unwrap();
@@ -369,10 +370,12 @@ mod tests {
         let committed = staged.commit();
         staged.finish();
         let landed = fs::read(moved.join("k"));
+        let beside = fs::read_dir(&moved).unwrap().count();
         let leaked = fs::read_dir(&elsewhere).unwrap().count();
         fs::remove_dir_all(&base).unwrap();
         committed.unwrap();
         assert_eq!(landed.unwrap(), b"secret");
+        assert_eq!(beside, 1, "the backup is gone");
         assert_eq!(leaked, 0, "nothing went where the symlink points");
     }
 }

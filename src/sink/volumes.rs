@@ -82,7 +82,7 @@ pub fn forget_open(layout: &Layout, secrets: &[Secret]) -> (BTreeSet<String>, us
         let dir = match super::dir::open_dir(parent, 0, false, true) {
             Ok(dir) => dir,
             // No directory, no key file to wipe.
-            Err(_) if !parent.exists() => continue,
+            Err(e) if not_found(&e) => continue,
             Err(e) => {
                 log::warn!("volume '{volume}' is open, but its key file stays: {e:#}");
                 failed += 1;
@@ -112,6 +112,14 @@ pub fn forget_open(layout: &Layout, secrets: &[Secret]) -> (BTreeSet<String>, us
         }
     }
     (open, failed)
+}
+
+/// Whether `e` comes of a path that does not exist.
+fn not_found(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>()
+            .is_some_and(|e| e.kind() == std::io::ErrorKind::NotFound)
+    })
 }
 
 /// Key files (under the current root) that crypttab lines of volumes not
