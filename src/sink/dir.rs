@@ -127,7 +127,8 @@ impl Dir {
     pub fn names(&self) -> io::Result<Vec<OsString>> {
         use std::os::unix::ffi::OsStrExt;
         let mut names = Vec::new();
-        // Not Dir::read_from: it would reopen "." as O_PATH, which lists nothing.
+        // Not Dir::read_from: it reopens "." with this descriptor's own
+        // flags, and an O_PATH descriptor cannot be read.
         let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC;
         let fd = rustix::fs::openat(&self.fd, ".", flags, Mode::empty())?;
         for entry in rustix::fs::Dir::new(fd)? {

@@ -101,12 +101,23 @@ fn unchanged(t: &Target<'_>, dir: &Dir, name: &OsStr) -> bool {
     };
     let (uid, gid) = new_file_owner(dir);
     let same_bytes = || {
-        let mut old = Zeroizing::new(Vec::with_capacity(t.data.len()));
-        // One byte more than expected tells a file that grew since.
-        let limit = t.data.len() as u64 + 1;
-        dir.open(name, OFlags::RDONLY | OFlags::NONBLOCK, 0)
-            .and_then(|f| f.take(limit).read_to_end(&mut old))
-            .is_ok_and(|_| old.as_slice() == t.data)
+        let Ok(mut file) = dir.open(name, OFlags::RDONLY | OFlags::NONBLOCK, 0) else {
+            return false;
+        };
+        // Read straight into a wiped buffer one byte longer than the
+        // secret: no copy lands anywhere else, and a file that grew since
+        // its size was read shows.
+        let mut old = Zeroizing::new(vec![0u8; t.data.len() + 1]);
+        let mut n = 0;
+        while n < old.len() {
+            match file.read(&mut old[n..]) {
+                Ok(0) => break,
+                Ok(k) => n += k,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(_) => return false,
+            }
+        }
+        n == t.data.len() && old[..n] == *t.data
     };
     meta.is_file()
         && meta.mode() & 0o7777 == t.mode
