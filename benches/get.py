@@ -72,13 +72,15 @@ def control(url, path, method="GET"):
     return json.loads(body) if body else None
 
 
-def run_agent(url, paths, out_dir, rss_file=None):
+def agent_args(url, paths, out_dir):
+    """The agent's command line for one `get` of `paths` into `out_dir`."""
     args = [AGENT, "-q", "get", "--kbs", url, "--tee", "sample", "--output", out_dir]
-    if url.startswith("https"):
-        args += ["--kbs-ca", os.path.join(TLS, "ca.pem")]
-    else:
-        args += ["--insecure-http"]
-    args += paths
+    args += ["--kbs-ca", os.path.join(TLS, "ca.pem")] if url.startswith("https") else ["--insecure-http"]
+    return args + paths
+
+
+def run_agent(url, paths, out_dir, rss_file=None):
+    args = agent_args(url, paths, out_dir)
     if rss_file:
         # The peak RSS a child reports includes its parent's pages from before
         # exec, so measure it under GNU time (a small C parent), not Python.
@@ -103,9 +105,8 @@ def instructions(url, paths, out_dir):
     """Instructions of one agent run under callgrind, or None without valgrind."""
     if not shutil.which("valgrind"):
         return None
-    args = [AGENT, "-q", "get", "--kbs", url, "--tee", "sample", "--output", out_dir]
-    args += ["--kbs-ca", os.path.join(TLS, "ca.pem")] if url.startswith("https") else ["--insecure-http"]
-    run = subprocess.run(["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null", *args, *paths],
+    args = agent_args(url, paths, out_dir)
+    run = subprocess.run(["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null", *args],
                          stdin=subprocess.DEVNULL, capture_output=True, text=True, check=True)
     match = re.search(r"Collected : (\d+)", run.stderr)
     return int(match.group(1)) if match else None

@@ -33,13 +33,30 @@ const RAMFS_MAGIC: i64 = 0x8584_58f6;
 /// The filesystem type of `dir`, from statfs(2).
 pub fn fs_magic(dir: &Path) -> Result<i64> {
     let st = rustix::fs::statfs(dir).with_context(|| format!("statfs {}", dir.display()))?;
-    // f_type is i64 here but a narrower integer on some targets.
-    #[allow(clippy::unnecessary_cast)]
-    Ok(st.f_type as i64)
+    Ok(f_type(&st))
 }
 
 pub fn memory_backed(dir: &Path) -> Result<bool> {
-    Ok(matches!(fs_magic(dir)?, TMPFS_MAGIC | RAMFS_MAGIC))
+    Ok(in_memory(fs_magic(dir)?))
+}
+
+/// statfs's `f_type`, an i64 here but a narrower integer on some targets.
+#[allow(clippy::unnecessary_cast)]
+fn f_type(st: &rustix::fs::StatFs) -> i64 {
+    st.f_type as i64
+}
+
+/// Whether a filesystem type keeps its files in memory only.
+fn in_memory(f_type: i64) -> bool {
+    matches!(f_type, TMPFS_MAGIC | RAMFS_MAGIC)
+}
+
+/// Opens `dir` as an `O_PATH` descriptor, following symlinks.
+fn open_path(dir: &Path) -> Result<OwnedFd> {
+    let flags = OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC;
+    rustix::fs::open(dir, flags, Mode::empty())
+        .map_err(io::Error::from)
+        .with_context(|| format!("open directory {}", dir.display()))
 }
 
 /// Refuses a `path` whose directories cannot be made: the nearest of them
@@ -118,9 +135,15 @@ impl Dir {
     }
 
     fn memory_backed(&self) -> io::Result<bool> {
-        let st = rustix::fs::fstatfs(&self.fd)?;
-        #[allow(clippy::unnecessary_cast)]
-        Ok(matches!(st.f_type as i64, TMPFS_MAGIC | RAMFS_MAGIC))
+        Ok(in_memory(f_type(&rustix::fs::fstatfs(&self.fd)?)))
+    }
+
+    /// The directory itself, opened for reading (listing, fchmod), which
+    /// the `O_PATH` descriptor cannot do: "." reopens the very directory it
+    /// holds.
+    fn readable(&self) -> io::Result<OwnedFd> {
+        let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC;
+        Ok(rustix::fs::openat(&self.fd, ".", flags, Mode::empty())?)
     }
 
     /// The names in the directory (which needs read permission on it).
@@ -129,9 +152,7 @@ impl Dir {
         let mut names = Vec::new();
         // Not Dir::read_from: it reopens "." with this descriptor's own
         // flags, and an O_PATH descriptor cannot be read.
-        let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC;
-        let fd = rustix::fs::openat(&self.fd, ".", flags, Mode::empty())?;
-        for entry in rustix::fs::Dir::new(fd)? {
+        for entry in rustix::fs::Dir::new(self.readable()?)? {
             let name = entry?.file_name().to_bytes().to_vec();
             if name != b"." && name != b".." {
                 names.push(OsStr::from_bytes(&name).to_owned());
@@ -190,19 +211,12 @@ pub(super) fn open_dir(dir: &Path, mode: u32, create: bool, no_symlinks: bool) -
                 .create(dir)
                 .with_context(|| format!("create directory {}", dir.display()))?;
         }
-        let flags = OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC;
-        let fd = rustix::fs::open(dir, flags, Mode::empty())
-            .map_err(io::Error::from)
-            .with_context(|| format!("open directory {}", dir.display()))?;
         return Ok(Dir {
-            fd,
+            fd: open_path(dir)?,
             path: dir.to_owned(),
         });
     };
-    let flags = OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC;
-    let mut fd = rustix::fs::open(&run, flags, Mode::empty())
-        .map_err(io::Error::from)
-        .with_context(|| format!("open directory {}", run.display()))?;
+    let mut fd = open_path(&run)?;
     let mut walked = run.clone();
     for part in below.components() {
         let Component::Normal(name) = part else {
@@ -251,12 +265,8 @@ pub(super) fn searchable(dir: &Path, no_symlinks: bool) -> Result<()> {
             );
             break;
         }
-        // fchmod needs more than the O_PATH descriptor: "." reopens the
-        // very directory it holds.
-        let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC;
-        rustix::fs::openat(&open.fd, ".", flags, Mode::empty())
+        open.readable()
             .map(File::from)
-            .map_err(io::Error::from)
             .and_then(|f| f.set_permissions(Permissions::from_mode(mode | 0o111)))
             .with_context(|| format!("let the secret's owner search {}", d.display()))?;
         log::info!(

@@ -23,7 +23,7 @@ use zeroize::Zeroizing;
 use rustix::fs::OFlags;
 
 use super::dir::{prepare, searchable, Dir, Prepared};
-use super::wipe::{hidden, open_to_wipe, remove_stale, wipe, zero};
+use super::wipe::{drop_copy, hidden, open_to_wipe, remove_stale, wipe, zero};
 
 /// A file to put in place.
 pub struct Target<'a> {
@@ -308,12 +308,7 @@ impl Staged {
     pub fn finish(mut self) {
         if let Some(backup) = self.backup.take() {
             let shared = self.dir.meta(&backup).is_ok_and(|m| m.nlink() > 1);
-            let result = if shared && !self.wipe_shared {
-                self.dir.unlink(&backup).map_err(anyhow::Error::from)
-            } else {
-                wipe(&self.dir, &backup).map(|_| ())
-            };
-            if let Err(e) = result {
+            if let Err(e) = drop_copy(&self.dir, &backup, shared && !self.wipe_shared) {
                 log::warn!("remove {}: {e:#}", self.dir.shown(&backup).display());
             }
         }

@@ -91,18 +91,21 @@ pub(super) fn remove_stale(dir: &Dir, name: &OsStr, wipe_shared: bool, leftovers
         let keep_pages = dir
             .meta(file_name)
             .is_ok_and(|m| Some((m.dev(), m.ino())) == live || (!wipe_shared && m.nlink() > 1));
-        let result = if keep_pages {
-            dir.unlink(file_name)
-                .map(|()| true)
-                .map_err(anyhow::Error::from)
-        } else {
-            wipe(dir, file_name)
-        };
-        match result {
+        match drop_copy(dir, file_name, keep_pages) {
             Ok(true) => log::info!("removed {}, left by an earlier run", path.display()),
             Ok(false) => {}
             Err(e) => log::warn!("remove {}: {e:#}", path.display()),
         }
+    }
+}
+
+/// Drops the copy `name` of a secret: only unlinked when `keep_pages` (its
+/// pages are another name's too), else wiped first ([`wipe`]).
+pub(super) fn drop_copy(dir: &Dir, name: &OsStr, keep_pages: bool) -> Result<bool> {
+    if keep_pages {
+        dir.unlink(name).map(|()| true).map_err(anyhow::Error::from)
+    } else {
+        wipe(dir, name)
     }
 }
 
